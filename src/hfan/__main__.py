@@ -1,0 +1,5 @@
+import sys
+
+from hfan.cli import main
+
+sys.exit(main())

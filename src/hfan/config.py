@@ -1,0 +1,176 @@
+"""Typed configuration: the model presets named after the paper, and dotted command-line overrides.
+
+Every default that reproduces the paper lives here, with the SPEC section it comes from.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+
+# SPEC §3.3: the per-level fusion, in the order of the paper's ablation table.
+SELECT_METHODS = ("im", "fw", "base", "fam", "fat", "hfan")
+
+# SPEC §6.2 step 6 / §9.14: ImageNet statistics, RGB order, for the frame and the flow image alike.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "mit_b1"  # SPEC §2.2; any name of hfan.models.mit.MIT_SETTINGS
+    drop_path_rate: float = 0.1  # SPEC §2.2: hard-coded in the mit_b* classes
+
+
+@dataclass
+class HeadConfig:
+    select_method: str = "hfan"  # SPEC §3.3
+    embed_dim: int = 256  # SPEC §3: 256 small, 768 medium/large
+    num_classes: int = 2
+    dropout: float = 0.1  # SPEC §3.1: Dropout2d before linear_pred
+
+
+@dataclass
+class TestConfig:
+    """SPEC §7: the official test path of the refine configs."""
+
+    mode: str = "slide"  # "slide" (refine configs) or "whole" (160k configs, stage-1 validation)
+    img_scale: tuple[int, int] = (2048, 512)  # keep-ratio resize box
+    size_divisor: int = 32  # ResizeToMultiple, sides rounded UP
+    crop_size: int = 512
+    stride: int = 271
+    flip: bool = False
+    ratios: tuple[float, ...] = (1.0,)  # --aug-test: (0.75, 1.0, 1.75) with flip
+
+
+AUG_TEST_RATIOS = (0.75, 1.0, 1.75)  # SPEC §7: hard-coded in tools/test.py
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    decode_head: HeadConfig = field(default_factory=HeadConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls, data):
+    kwargs = {}
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; valid: {sorted(names)}")
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _from_dict(hint, value)
+        elif isinstance(value, list):
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _preset(backbone: str, embed_dim: int) -> ModelConfig:
+    return ModelConfig(BackboneConfig(name=backbone), HeadConfig(embed_dim=embed_dim))
+
+
+# The paper's models (SPEC §1, local_configs/hfan/hfan.{small,medium,large}); hfan-b0 is ours, for fast tests.
+PRESETS: dict[str, ModelConfig] = {
+    "hfan-b0": _preset("mit_b0", 256),
+    "hfan-small": _preset("mit_b1", 256),
+    "hfan-medium": _preset("mit_b2", 768),
+    "hfan-large": _preset("mit_b3", 768),
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])
+
+
+def _coerce(text: str, hint, path: str):
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"option {path}: expected true/false, got {text!r}")
+    if hint in (int, float, str):
+        try:
+            return hint(text)
+        except ValueError:
+            raise ValueError(f"option {path}: expected {hint.__name__}, got {text!r}") from None
+    if origin is tuple:
+        args = typing.get_args(hint)
+        item = args[0]
+        parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
+        values = tuple(_coerce(p.strip(), item, path) for p in parts)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return values
+        if len(values) != len(args):
+            raise ValueError(f"option {path}: expected {len(args)} comma-separated values, got {text!r}")
+        return values
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            if arg is type(None):
+                if text.lower() == "none":
+                    return None
+                continue
+            return _coerce(text, arg, path)
+    raise ValueError(f"option {path}: cannot parse a value of type {hint}")
+
+
+def apply_overrides(config, overrides: typing.Iterable[str], strip_prefixes: tuple[str, ...] = ("model.",)):
+    """Apply `a.b.c=value` strings to a dataclass config in place and return it.
+
+    The original's spelling `model.decode_head.select_method=im` is accepted: the prefixes in
+    `strip_prefixes` are removed first. An unknown field is an error that lists the valid ones.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"option {item!r} is not of the form key.path=value")
+        path, text = item.split("=", 1)
+        path = path.strip()
+        for prefix in strip_prefixes:
+            if path.startswith(prefix):
+                path = path[len(prefix):]
+        target = config
+        parts = path.split(".")
+        for depth, name in enumerate(parts):
+            fields = {f.name for f in dataclasses.fields(target)}
+            if name not in fields:
+                where = ".".join(parts[:depth]) or type(target).__name__
+                raise ValueError(f"unknown option {path!r}: {where} has no field {name!r}; valid: {sorted(fields)}")
+            if depth == len(parts) - 1:
+                hint = typing.get_type_hints(type(target))[name]
+                if dataclasses.is_dataclass(hint):
+                    raise ValueError(f"option {path!r} names a section; set one of its fields instead")
+                setattr(target, name, _coerce(text.strip(), hint, path))
+            else:
+                target = getattr(target, name)
+    validate(config)
+    return config
+
+
+def validate(config) -> None:
+    head = getattr(config, "decode_head", None)
+    if head is not None and head.select_method not in SELECT_METHODS:
+        raise ValueError(
+            f"unknown select_method {head.select_method!r}; valid: {', '.join(SELECT_METHODS)}"
+        )
+    test = getattr(config, "test", None)
+    if test is not None and test.mode not in ("slide", "whole"):
+        raise ValueError(f"unknown test.mode {test.mode!r}; valid: slide, whole")

@@ -1,0 +1,27 @@
+"""`hfan info`: what is installed and which models exist."""
+from __future__ import annotations
+
+import platform
+
+
+def describe() -> str:
+    import torch
+
+    import hfan
+    from hfan.config import PRESETS
+
+    lines = [
+        f"hfan {hfan.__version__}",
+        f"python {platform.python_version()}, torch {torch.__version__}, "
+        f"CUDA build {torch.version.cuda or 'none'}, CUDA available: {torch.cuda.is_available()}",
+    ]
+    if torch.cuda.is_available():
+        lines += [f"  cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+    lines.append(f"CPU threads: {torch.get_num_threads()}")
+    lines.append("model presets:")
+    for name, cfg in PRESETS.items():
+        lines.append(
+            f"  {name:12s} backbone {cfg.backbone.name}, decoder width {cfg.decode_head.embed_dim}, "
+            f"select_method {cfg.decode_head.select_method}"
+        )
+    return "\n".join(lines)
