@@ -15,3 +15,14 @@ def test_info_lists_presets(capsys):
 def test_console_script_runs():
     result = subprocess.run([sys.executable, "-m", "hfan", "info"], capture_output=True, text=True, check=True)
     assert "hfan 0.1.0" in result.stdout
+
+
+def test_info_describes_a_checkpoint(tmp_path, capsys):
+    from hfan import build_model, get_preset, save_checkpoint
+
+    config = get_preset("hfan-b0")
+    save_checkpoint(tmp_path / "m.pth", build_model(config), config)
+    assert main(["info", "--checkpoint", str(tmp_path / "m.pth")]) == 0
+    assert "backbone mit_b0" in capsys.readouterr().out
+    assert main(["info", "--checkpoint", str(tmp_path / "absent.pth")]) == 2
+    assert "absent.pth does not exist" in capsys.readouterr().err

@@ -7,13 +7,16 @@ import sys
 
 def _add_info(subparsers) -> None:
     parser = subparsers.add_parser("info", help="version, torch/CUDA and the model presets")
+    parser.add_argument("--checkpoint", help="also describe this checkpoint (official or ours): detected model")
     parser.set_defaults(func=_run_info)
 
 
 def _run_info(args) -> int:
-    from hfan.info import describe
+    from hfan.info import describe, describe_checkpoint
 
     print(describe())
+    if args.checkpoint:
+        print(describe_checkpoint(args.checkpoint))
     return 0
 
 

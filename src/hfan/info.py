@@ -25,3 +25,14 @@ def describe() -> str:
             f"select_method {cfg.decode_head.select_method}"
         )
     return "\n".join(lines)
+
+
+def describe_checkpoint(path: str) -> str:
+    """Load a checkpoint strictly and say which model it holds."""
+    from hfan.models.checkpoints import load_model
+
+    model = load_model(path)
+    config = model.config
+    parameters = sum(p.numel() for p in model.parameters())
+    return (f"checkpoint {path}: backbone {config.backbone.name}, decoder width {config.decode_head.embed_dim}, "
+            f"select_method {config.decode_head.select_method}, {parameters:,} parameters, all keys matched")
