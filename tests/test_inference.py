@@ -107,3 +107,12 @@ def test_bf16_autocast_path_runs_on_cpu(model):
     fp32 = Predictor(model, config).probabilities([frame], [flow])
     bf16 = Predictor(model, config, precision="bf16").probabilities([frame], [flow])
     assert bf16.dtype == torch.float32 and (fp32 - bf16).abs().max() < 0.1
+
+
+def test_model_predict_takes_numpy_or_tensors(model):
+    frame, flow = _random_pair(70, 90)
+    from_numpy = model.predict(frame, flow)
+    from_tensor = model.predict(torch.from_numpy(frame), torch.from_numpy(flow))
+    assert from_numpy.probability.shape == (70, 90)
+    assert np.array_equal(from_numpy.probability, from_tensor.probability)
+    assert np.array_equal(from_numpy.mask, Predictor(model).predict([frame], [flow])[0].mask)

@@ -79,6 +79,19 @@ class HFANSegmentor(nn.Module):
     def forward(self, frames: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
         return self.forward_head(*self.forward_features(frames, flows))
 
+    def predict(self, frame, flow, **predictor_options):
+        """One frame and its flow image (RGB uint8 HxWx3, numpy or tensor) -> hfan.inference.Prediction.
+
+        Runs the official test path of `self.config.test`; `predictor_options` go to hfan.inference.Predictor
+        (precision, max_batch, config). For many frames, build one Predictor and pass lists.
+        """
+        from hfan.inference import Predictor  # inference builds on the model, not the other way round
+
+        def as_array(image):
+            return image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image
+
+        return Predictor(self, **predictor_options).predict([as_array(frame)], [as_array(flow)])[0]
+
 
 def build_model(config: ModelConfig) -> HFANSegmentor:
     return HFANSegmentor(config)
