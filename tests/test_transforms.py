@@ -4,9 +4,10 @@ import pytest
 import torch
 from scripted_rng import ScriptedRng
 
-from hfan.data.normalize import normalize_image, normalize_to_tensor
+from hfan.data.normalize import normalize_image, to_chw_tensor
 from hfan.data.transforms import (AugmentConfig, TrainTransform, choose_crop_box, draw_scale_box,
-                                  photometric_distortion, rescale_size, resize_keep_ratio)
+                                  photometric_distortion, resize_keep_ratio)
+from hfan.inference import rescale_size
 
 
 def _random_inputs(height, width, seed=0):
@@ -212,6 +213,6 @@ def test_normalisation_matches_mmcv_bit_for_bit():
 def test_normalisation_uses_imagenet_statistics_in_rgb_order():
     red = np.zeros((1, 1, 3), np.uint8)
     red[..., 0] = 255
-    tensor = normalize_to_tensor(red)
+    tensor = to_chw_tensor(normalize_image(red))
     assert tensor.shape == (3, 1, 1) and tensor.dtype == torch.float32
     np.testing.assert_allclose(tensor[:, 0, 0].numpy(), [2.2489083, -2.0357144, -1.8044444], rtol=1e-6)

@@ -22,6 +22,7 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 class BackboneConfig:
     name: str = "mit_b1"  # SPEC §2.2; any name of hfan.models.mit.MIT_SETTINGS
     drop_path_rate: float = 0.1  # SPEC §2.2: hard-coded in the mit_b* classes
+    img_size: int | None = None  # only for timm backbones that fix their input size (e.g. Swin)
 
 
 @dataclass
@@ -33,7 +34,7 @@ class HeadConfig:
 
 
 @dataclass
-class TestConfig:
+class InferenceConfig:
     """SPEC §7: the official test path of the refine configs."""
 
     mode: str = "slide"  # "slide" (refine configs) or "whole" (160k configs, stage-1 validation)
@@ -52,7 +53,7 @@ AUG_TEST_RATIOS = (0.75, 1.0, 1.75)  # SPEC §7: hard-coded in tools/test.py
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     decode_head: HeadConfig = field(default_factory=HeadConfig)
-    test: TestConfig = field(default_factory=TestConfig)
+    test: InferenceConfig = field(default_factory=InferenceConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import torch
 
-from hfan.data.normalize import image_to_tensor, normalize_image
+from hfan.data.normalize import normalize_image, to_chw_tensor
+from hfan.inference import rescale_size
 
 CropBox = tuple[int, int, int, int]  # y1, y2, x1, x2
 
@@ -35,12 +36,6 @@ class AugmentConfig:
     saturation_range: tuple[float, float] = (0.5, 1.5)
     hue_delta: int = 18
     seg_pad_val: int = 0  # SPEC §9.16: background, not ignore
-
-
-def rescale_size(width: int, height: int, box: tuple[int, int]) -> tuple[int, int]:
-    """mmcv.rescale_size: the largest keep-ratio size inside `box` (long, short edge), as (w, h)."""
-    scale = min(max(box) / max(width, height), min(box) / min(width, height))
-    return int(width * scale + 0.5), int(height * scale + 0.5)
 
 
 def draw_scale_box(rng: np.random.Generator, img_scale: tuple[int, int],
@@ -175,4 +170,4 @@ class TrainTransform:
         frame = pad_bottom_right(normalize_image(frame), cfg.crop_size, 0.0)
         flow = pad_bottom_right(normalize_image(flow), cfg.crop_size, 0.0)
         mask = pad_bottom_right(mask, cfg.crop_size, cfg.seg_pad_val)
-        return image_to_tensor(frame), image_to_tensor(flow), torch.from_numpy(mask.astype(np.int64))
+        return to_chw_tensor(frame), to_chw_tensor(flow), torch.from_numpy(mask.astype(np.int64))

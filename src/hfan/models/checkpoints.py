@@ -1,0 +1,223 @@
+"""Checkpoints: the official released files, SegFormer's ImageNet MiT files, and our own format.
+
+Every load is strict (the original's mmcv loader is not, SPEC §9.21): any missing, unexpected or wrongly
+shaped key is an error naming the keys. The only keys ever dropped are the dead `decode_head.conv_seg.*`
+(SPEC §9.10) and an ImageNet file's classifier `head.*`.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hfan.config import PRESETS, SELECT_METHODS, ModelConfig, apply_overrides, get_preset
+from hfan.models.mit import MIT_SETTINGS
+from hfan.models.segmentor import HFANSegmentor, build_model
+
+OFFICIAL_BACKBONE_PREFIX = "backbone.backbone."
+OUR_BACKBONE_PREFIX = "backbone."
+DEAD_KEYS_PREFIX = "decode_head.conv_seg."
+FORMAT_NAME = "hfan-checkpoint"
+FORMAT_VERSION = 1
+
+# The ablation files share the plain decoder's keys; their names say which fusion they were trained with.
+_FILENAME_METHODS = {"im": "im", "fw": "fw", "baseline": "base", "base": "base"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used as asked; the message names the file and the fix."""
+
+
+def read_checkpoint_file(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for truncated, corrupt or foreign files
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}. "
+                              "The file is truncated, corrupt or not a PyTorch checkpoint; download it again.") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, not a state dict")
+    return data
+
+
+def extract_state_dict(data: dict, path: str | os.PathLike = "<checkpoint>") -> dict[str, torch.Tensor]:
+    """The tensors of an mmcv file ({'meta', 'state_dict'}), of ours, or of a bare state dict; `module.` stripped."""
+    state = data.get("state_dict", data)
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint {path} holds no state dict of tensors")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def official_to_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official (mmseg EncoderDecoder) key names -> this package's; conv_seg dropped. Ours pass unchanged."""
+    converted = {}
+    for key, value in state.items():
+        if key.startswith(DEAD_KEYS_PREFIX):
+            continue
+        if key.startswith(OFFICIAL_BACKBONE_PREFIX):
+            key = OUR_BACKBONE_PREFIX + key[len(OFFICIAL_BACKBONE_PREFIX):]
+        converted[key] = value
+    return converted
+
+
+def ours_to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse mapping (without the dead conv_seg), for exporting to the original code."""
+    return {(OFFICIAL_BACKBONE_PREFIX + k[len(OUR_BACKBONE_PREFIX):] if k.startswith(OUR_BACKBONE_PREFIX) else k): v
+            for k, v in state.items()}
+
+
+def _detect_backbone(state: dict[str, torch.Tensor]) -> str:
+    first = state.get("backbone.patch_embed1.proj.weight")
+    if first is None:
+        raise CheckpointError("no MiT backbone keys (backbone.backbone.patch_embed1.*) found")
+    dims = tuple(state[f"backbone.norm{s}.weight"].shape[0] for s in range(1, 5))
+    depths = tuple(len({m.group(1) for k in state if (m := re.match(rf"backbone\.block{s}\.(\d+)\.", k))})
+                   for s in range(1, 5))
+    for name, settings in MIT_SETTINGS.items():
+        if settings.embed_dims == dims and settings.depths == depths:
+            return name
+    raise CheckpointError(f"backbone with widths {dims} and depths {depths} is none of {', '.join(MIT_SETTINGS)}")
+
+
+def _detect_select_method(state: dict[str, torch.Tensor], path: str | os.PathLike) -> str | None:
+    for method in ("hfan", "fam", "fat"):
+        if any(k.startswith(f"decode_head.{method}1.") for k in state):
+            return method
+    match = re.match(r"^(im|fw|baseline|base)[-_.]", Path(path).name)
+    return _FILENAME_METHODS[match.group(1)] if match else None
+
+
+def detect_config(state: dict[str, torch.Tensor], path: str | os.PathLike = "<checkpoint>") -> tuple[ModelConfig, bool]:
+    """The model configuration a state dict (our key names) was made for.
+
+    Returns (config, method_known): im/fw/base files have identical keys, so their select_method is only
+    known from the official file names (im-, fw-, baseline-converted.pth).
+    """
+    backbone = _detect_backbone(state)
+    if "decode_head.linear_c4.proj.weight" not in state:
+        raise CheckpointError(f"checkpoint {path} has no decode_head.linear_c4.proj.weight: not an HFAN model")
+    embed_dim = state["decode_head.linear_c4.proj.weight"].shape[0]
+    num_classes = state["decode_head.linear_pred.weight"].shape[0]
+    method = _detect_select_method(state, path)
+    config = next((get_preset(n) for n, c in PRESETS.items()
+                   if c.backbone.name == backbone and c.decode_head.embed_dim == embed_dim), None)
+    if config is None:
+        config = ModelConfig()
+        config.backbone.name, config.decode_head.embed_dim = backbone, embed_dim
+    config.decode_head.num_classes = num_classes
+    config.decode_head.select_method = method or "base"
+    return config, method is not None
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                   for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        def listing(title, keys):
+            return f"\n  {title} ({len(keys)}): " + ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else "") if keys else ""
+        raise CheckpointError(f"checkpoint {source} does not match the model" + listing("missing keys", missing)
+                              + listing("unexpected keys", unexpected) + listing("wrong shapes", wrong)
+                              + "\n  Check --model / --options (backbone, decode_head.select_method, embed_dim).")
+    model.load_state_dict(state, strict=True)
+
+
+PLAIN_DECODER_METHODS = ("im", "fw", "base")  # no fusion modules: identical keys
+
+
+def _contradictions(asked: ModelConfig, found: ModelConfig, method_known: bool) -> list[str]:
+    pairs = [("backbone.name", asked.backbone.name, found.backbone.name),
+             ("decode_head.embed_dim", asked.decode_head.embed_dim, found.decode_head.embed_dim),
+             ("decode_head.num_classes", asked.decode_head.num_classes, found.decode_head.num_classes)]
+    asked_method = asked.decode_head.select_method
+    if method_known:
+        pairs.append(("decode_head.select_method", asked_method, found.decode_head.select_method))
+    elif asked_method not in PLAIN_DECODER_METHODS:
+        pairs.append(("decode_head.select_method", asked_method, "one of im/fw/base (plain decoder)"))
+    return [f"{field}: asked {a!r}, checkpoint has {b!r}" for field, a, b in pairs if a != b]
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
+               options: list[str] | tuple[str, ...] = (), device: str | torch.device = "cpu") -> HFANSegmentor:
+    """Build a model in eval mode, with weights when a checkpoint is given.
+
+    `name_or_path` is a preset name (`hfan-small`), or a checkpoint path (then `checkpoint` is not needed).
+    Our own files carry their configuration; for official files the configuration is detected from the keys,
+    and a preset or options that contradict the file are refused. `options` are dotted overrides.
+    """
+    preset = None
+    if name_or_path is not None and str(name_or_path) in PRESETS:
+        preset = str(name_or_path)
+    elif name_or_path is not None:
+        if checkpoint is not None:
+            raise ValueError(f"{name_or_path!r} is not a preset ({', '.join(PRESETS)}); "
+                             "pass a preset name with checkpoint=, or a checkpoint path alone")
+        checkpoint = name_or_path
+    if checkpoint is None:
+        if preset is None:
+            raise ValueError(f"give a preset ({', '.join(PRESETS)}) or a checkpoint")
+        model = build_model(apply_overrides(get_preset(preset), options))
+        return model.eval().to(device)
+
+    data = read_checkpoint_file(checkpoint)
+    state = official_to_ours(extract_state_dict(data, checkpoint))
+    if data.get("format") == FORMAT_NAME:
+        found, method_known = ModelConfig.from_dict(data["config"]), True
+    else:
+        found, method_known = detect_config(state, checkpoint)
+    asked = apply_overrides(get_preset(preset), options) if preset else None
+    if asked is None and options:
+        asked = apply_overrides(ModelConfig.from_dict(found.to_dict()), options)
+    if asked is not None:
+        problems = _contradictions(asked, found, method_known)
+        if problems:
+            raise CheckpointError(f"checkpoint {checkpoint} contradicts what was asked:\n  " + "\n  ".join(problems))
+        config = asked
+    else:
+        if not method_known:
+            raise CheckpointError(
+                f"checkpoint {checkpoint} has the plain decoder of the im/fw/base ablations and its name does not "
+                "say which: pass --options decode_head.select_method=im|fw|base")
+        config = found
+    model = build_model(config)
+    load_state_dict_strict(model, state, str(checkpoint))
+    return model.eval().to(device)
+
+
+def load_imagenet_backbone(model: HFANSegmentor, path: str | os.PathLike) -> None:
+    """SegFormer's ImageNet `mit_bX.pth` into the backbone (for stage-1 training); its `head.*` classifier is dropped."""
+    data = read_checkpoint_file(path)
+    state = extract_state_dict(data, path)
+    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    load_state_dict_strict(model.backbone, state, str(path))
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: ModelConfig, **extra) -> Path:
+    """Our format: the configuration inside, so `load_model(path)` needs nothing else. Written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = model.module if hasattr(model, "module") else model
+    payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": config.to_dict(),
+               "state_dict": module.state_dict(), **extra}
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
+__all__ = ["CheckpointError", "SELECT_METHODS", "detect_config", "extract_state_dict", "load_imagenet_backbone",
+           "load_model", "load_state_dict_strict", "official_to_ours", "ours_to_official", "read_checkpoint_file",
+           "save_checkpoint"]
