@@ -89,3 +89,10 @@ def test_config_round_trips_through_a_dict():
     cfg = apply_train_overrides(get_train_preset("hfan-medium-160k"),
                                 ["data.augment.ratio_range=0.75,1.5", "model.test.stride=200"])
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_none_switches_off_optional_fields():
+    cfg = apply_train_overrides(get_train_preset("hfan-small-160k"), ["data.val_root=none", "pretrained=None"])
+    assert cfg.data.val_root is None and cfg.pretrained is None
+    cfg = apply_train_overrides(cfg, ["data.val_root=/data/DAVIS2SEG"])
+    assert cfg.data.val_root == "/data/DAVIS2SEG"

@@ -125,12 +125,12 @@ def _coerce(text: str, hint, path: str):
             raise ValueError(f"option {path}: expected {len(args)} comma-separated values, got {text!r}")
         return values
     if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(hint):
-            if arg is type(None):
-                if text.lower() == "none":
-                    return None
-                continue
-            return _coerce(text, arg, path)
+        members = typing.get_args(hint)
+        if type(None) in members and text.lower() == "none":  # before `str`, which would take "none" as a name
+            return None
+        for arg in members:
+            if arg is not type(None):
+                return _coerce(text, arg, path)
     raise ValueError(f"option {path}: cannot parse a value of type {hint}")
 
 

@@ -68,7 +68,7 @@ def _size_problem(sample: Sample) -> str | None:
     return None
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_text_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     with os.fdopen(handle, "w") as stream:
@@ -137,7 +137,7 @@ class FlatTrainDataset(torch.utils.data.Dataset):
         if len(problems) > _SHOWN_PROBLEMS:
             more = f"\n  ... and {len(problems) - _SHOWN_PROBLEMS} more"
         if report_path is not None:
-            _write_atomically(Path(report_path), "\n".join(problems) + "\n")
+            write_text_atomically(Path(report_path), "\n".join(problems) + "\n")
             more += f"\n  (the full list is in {report_path})"
         raise ValueError(f"{len(problems)} of {len(self.samples)} samples in {self.root} split {self.split!r} "
                          f"are unusable; fix or remove them:\n  {shown}{more}")

@@ -24,7 +24,7 @@ class DataConfig:
     root: str = "data/YouTube2SEG"  # flat layout, SPEC §6.1
     split: str = "train"
     repeat: int = 1  # stage 2: RepeatDataset times=15
-    val_root: str = "data/DAVIS2SEG"
+    val_root: str | None = "data/DAVIS2SEG"  # None: no validation during training
     val_split: str = "val"
     batch_per_gpu: int = 16  # samples_per_gpu
     workers_per_gpu: int = 16
@@ -88,6 +88,7 @@ class TrainConfig:
     checkpoint_interval: int = 16_000
     eval_interval: int = 16_000
     log_interval: int = 50
+    tensorboard: bool = True  # besides the CSV logs, when tensorboard is installed
     pretrained: str | None = None  # stage 1: MiT ImageNet weights for the backbone
     load_from: str | None = None  # stage 2: weights of the stage-1 checkpoint; counters restart
     resume: str | None = None  # a checkpoint of this run: continue exactly

@@ -1,0 +1,318 @@
+"""The training loop of both stages (SPEC §5), in the style of torchvision's references/: no trainer framework.
+
+One process per GPU under torchrun (or one process alone). Each optimiser step runs `grad_accum_steps`
+micro-batches of `data.batch_per_gpu` samples per rank; `hfan.train.sampler.TrainStream` decides the samples
+from the step number, so the data position, like every other piece of state, is in the checkpoints.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from hfan.data.datasets import FlatTrainDataset
+from hfan.data.transforms import TrainTransform
+from hfan.inference import autocast_context
+from hfan.models.checkpoints import (extract_state_dict, load_imagenet_backbone, load_state_dict_strict,
+                                     official_to_ours, read_checkpoint_file)
+from hfan.models.segmentor import HFANSegmentor, build_model
+from hfan.train import distributed
+from hfan.train.checkpointing import (capture_rng_state, checkpoint_name, read_training_checkpoint,
+                                      restore_rng_state, save_training_checkpoint)
+from hfan.train.config import TrainConfig, model_config
+from hfan.train.distributed import Context
+from hfan.train.logs import TrainLog
+from hfan.train.optim import IterationLR, build_optimizer, build_scheduler
+from hfan.train.sampler import TrainStream
+from hfan.train.validate import SUMMARY_COLUMNS, evaluate_split, scored_samples
+
+DATA_REPORT = "data_problems.txt"
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """mmseg CrossEntropyLoss as configured (SPEC §5): logits upsampled to the label size, softmax cross-entropy,
+    summed and divided by the number of ALL pixels (ignored ones included)."""
+    logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+    return F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum") / target.numel()
+
+
+@dataclass
+class TrainResult:
+    model: HFANSegmentor  # the trained network (not wrapped), in eval mode
+    checkpoint: Path  # the last checkpoint written
+    iteration: int
+    validation: dict[str, float] | None  # the last validation summary, if any (rank 0)
+
+
+def set_determinism(seed: int, deterministic: bool) -> None:
+    """Seeds of every generator; with `deterministic`, cuDNN's deterministic kernels and no autotuning (the
+    original's --deterministic) and torch's deterministic algorithms. Bilinear up-sampling has no deterministic
+    CUDA backward: torch warns about it (warn_only) rather than refusing to train."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """All weights of a checkpoint (ours or the original's), strictly: `load_from` of stage 2."""
+    state = official_to_ours(extract_state_dict(read_checkpoint_file(path), path))
+    load_state_dict_strict(model, state, str(path))
+
+
+def build_dataset(config: TrainConfig, context: Context, work_dir: Path) -> FlatTrainDataset:
+    """The training set, its files checked at start-up: missing files on every rank, sizes on rank 0 (headers of
+    every file), whose verdict all ranks share so that they stop together."""
+    data = config.data
+    dataset = FlatTrainDataset(data.root, data.split, TrainTransform(data.augment), data.repeat, config.seed)
+    problem = None
+    if context.is_main:
+        try:
+            dataset.validate_sizes(progress=True, report_path=work_dir / DATA_REPORT)
+        except ValueError as error:
+            problem = str(error)
+    problem = distributed.from_main(context, problem)
+    if problem:
+        raise ValueError(problem)
+    return dataset
+
+
+def accumulate_gradients(model: torch.nn.Module, micro_batches: Iterable[dict[str, torch.Tensor]], count: int,
+                         scaler: torch.amp.GradScaler, device: torch.device, precision: str,
+                         ignore_index: int = 255) -> torch.Tensor:
+    """Forward and backward `count` micro-batches; the gradients add up to those of their mean loss. Under DDP
+    the gradients are all-reduced once, with the last micro-batch. Returns the mean loss (detached)."""
+    total = torch.zeros((), device=device)
+    for micro, batch in zip(range(count), micro_batches):
+        last = micro == count - 1
+        no_sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else contextlib.nullcontext()
+        frames = batch["frame"].to(device, non_blocking=True)
+        flows = batch["flow"].to(device, non_blocking=True)
+        masks = batch["mask"].to(device, non_blocking=True)
+        with no_sync:
+            with autocast_context(device, precision):
+                logits = model(frames, flows)
+            loss = segmentation_loss(logits, masks, ignore_index) / count
+            scaler.scale(loss).backward()
+        total += loss.detach()
+    return total
+
+
+def _due(done: int, interval: int, last: int) -> bool:
+    return done % interval == 0 or done == last
+
+
+class _Trainer:
+    """The state of one run and its steps; `train()` drives it."""
+
+    def __init__(self, config: TrainConfig, work_dir: Path, context: Context, progress: bool):
+        self.config, self.work_dir, self.context = config, work_dir, context
+        self.device = context.device
+        self.progress = progress and context.is_main
+        set_determinism(config.seed, config.deterministic)
+        self.dataset = build_dataset(config, context, work_dir)
+        if config.data.val_root:
+            scored_samples(config.data.val_root, config.data.val_split)  # a broken validation split fails now
+
+        resume = read_training_checkpoint(config.resume) if config.resume else None
+        self.model = build_model(model_config(config))  # after seeding: the random head is the seed's
+        if resume is not None:
+            load_weights(self.model, config.resume)
+        elif config.load_from:
+            load_weights(self.model, config.load_from)
+        elif config.pretrained:
+            load_imagenet_backbone(self.model, config.pretrained)
+        self.model.to(self.device).train()
+        if distributed.wants_sync_bn(context):
+            distributed.sync_linear_fuse_bn(self.model)
+        self.network: torch.nn.Module = self.model
+        if context.distributed:
+            # Every parameter receives a gradient for all select_methods (tests/test_train_loop.py).
+            self.network = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=False)
+
+        self.optimizer = build_optimizer(self.model, config.optimizer)
+        self.scheduler: IterationLR = build_scheduler(self.optimizer, config.schedule, config.iterations)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.stream = TrainStream(len(self.dataset), config.data.batch_per_gpu, config.grad_accum_steps,
+                                  context.rank, context.world_size, config.seed)
+        self.iteration = 0
+        self.step_rates: dict[str, float] = {}  # learning rate of each group in the last step
+        if resume is not None:
+            self._restore(resume)
+        self.stream.start_step = self.iteration
+
+    def _restore(self, state: dict) -> None:
+        context, config = self.context, self.config
+        if state["samples_per_step"] != self.stream.samples_per_step:
+            raise ValueError(
+                f"{config.resume} was trained with {state['samples_per_step']} samples per step but this run has "
+                f"{self.stream.samples_per_step} (GPUs x data.batch_per_gpu x grad_accum_steps): keep the product, "
+                "e.g. grad_accum_steps=2 on one GPU for a run made on two")
+        if state["iteration"] >= config.iterations:
+            raise ValueError(f"{config.resume} is at iteration {state['iteration']}, the run has "
+                             f"iterations={config.iterations}: nothing left to do (raise iterations=...)")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        # A changed `iterations` re-shapes the schedule from here on; unchanged, this recomputes the same rates.
+        self.scheduler.max_iters = config.iterations
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_lr()):
+            group["lr"] = lr
+        self.scaler.load_state_dict(state["scaler"])
+        rng_states = state["rng_states"]
+        if len(rng_states) != context.world_size and context.is_main:
+            tqdm.write(f"resuming {len(rng_states)} rank(s) on {context.world_size}: the data continue exactly, "
+                       "the dropout / drop-path draws do not")
+        restore_rng_state(rng_states[context.rank % len(rng_states)], self.device)
+        self.iteration = state["iteration"]
+
+    def loader(self) -> Iterator[dict[str, torch.Tensor]]:
+        data = self.config.data
+        # Its own generator: creating the iterator must not draw from the global RNG that dropout uses.
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=data.batch_per_gpu, sampler=self.stream, num_workers=data.workers_per_gpu,
+            pin_memory=data.pin_memory and self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.config.seed))
+        return iter(loader)
+
+    def step(self, batches: Iterator[dict[str, torch.Tensor]]) -> torch.Tensor:
+        loss = accumulate_gradients(self.network, batches, self.config.grad_accum_steps, self.scaler, self.device,
+                                    self.config.precision, self.config.data.augment.ignore_index)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_rates = {f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups}
+        self.scheduler.step()
+        self.iteration += 1
+        return loss
+
+    def save(self) -> Path:
+        rng_states = distributed.all_gather(self.context, capture_rng_state(self.device))
+        path = self.work_dir / checkpoint_name(self.iteration)
+        if self.context.is_main:
+            path = save_training_checkpoint(self.work_dir, self.model, self.config, self.iteration, self.optimizer,
+                                            self.scheduler, self.scaler, rng_states, self.stream.samples_per_step)
+        distributed.barrier(self.context)
+        return path
+
+    def validate(self) -> dict[str, float] | None:
+        summary = None
+        if self.context.is_main:
+            summary = evaluate_split(self.model, self.config.data.val_root, self.config.data.val_split,
+                                     self.model.config.test, progress=self.progress)
+            self.model.train()
+        distributed.barrier(self.context)
+        return summary
+
+
+def train(config: TrainConfig, work_dir: str | os.PathLike, device: str | None = None,
+          progress: bool = True) -> TrainResult:
+    """Run (or, with `config.resume`, continue) a training; checkpoints and logs go to `work_dir`."""
+    work_dir = Path(work_dir)
+    context = distributed.init_distributed(device)
+    determinism = _determinism_settings()
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        return _run(_Trainer(config, work_dir, context, progress), progress and context.is_main)
+    finally:
+        _restore_determinism(determinism)  # process-wide switches: leave them as found (tests, notebooks)
+        distributed.close_distributed(context)
+
+
+def _determinism_settings() -> tuple[bool, bool, bool, bool]:
+    return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+
+
+def _restore_determinism(settings: tuple[bool, bool, bool, bool]) -> None:
+    enabled, warn_only, torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = settings
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+def _run(trainer: _Trainer, progress: bool) -> TrainResult:
+    config, context = trainer.config, trainer.context
+    log = None
+    if context.is_main:
+        log = TrainLog(trainer.work_dir, [g["name"] for g in trainer.optimizer.param_groups], SUMMARY_COLUMNS,
+                       trainer.iteration, config.tensorboard)
+    bar = tqdm(total=config.iterations, initial=trainer.iteration, desc="training", unit="it",
+               disable=not progress, dynamic_ncols=True)
+    batches = trainer.loader()
+    checkpoint, validation = None, None
+    # Losses stay on the device between log lines: no synchronisation per step.
+    interval_loss, interval_steps = torch.zeros((), device=context.device), 0
+    interval_start, paused = time.perf_counter(), 0.0  # paused: checkpoints and validation, not training speed
+    try:
+        while trainer.iteration < config.iterations:
+            interval_loss += trainer.step(batches)
+            interval_steps += 1
+            bar.update(1)
+            done = trainer.iteration
+            if _due(done, config.log_interval, config.iterations):
+                loss = distributed.mean_over_ranks(context, interval_loss.item() / interval_steps)
+                seconds = (time.perf_counter() - interval_start - paused) / interval_steps
+                if log is not None:
+                    log.log_train(done, {"loss": loss, **trainer.step_rates, "seconds_per_iter": seconds,
+                                         "images_per_s": trainer.stream.samples_per_step / seconds})
+                bar.set_postfix(loss=f"{loss:.4f}")
+                interval_loss.zero_()
+                interval_steps, interval_start, paused = 0, time.perf_counter(), 0.0
+            pause_start = time.perf_counter()
+            if _due(done, config.checkpoint_interval, config.iterations):
+                checkpoint = trainer.save()
+            if config.data.val_root and _due(done, config.eval_interval, config.iterations):
+                validation = trainer.validate()
+                if log is not None:
+                    log.log_val(done, validation)
+                    bar.write(f"iteration {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in validation.items()))
+            paused += time.perf_counter() - pause_start
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    trainer.model.eval()
+    return TrainResult(trainer.model, checkpoint, trainer.iteration, validation)
+
+
+def run_config(preset: str | None, options: list[str] | tuple[str, ...] = (), pretrained: str | None = None,
+               load_from: str | None = None, resume: str | None = None) -> TrainConfig:
+    """The configuration of `hfan train`: a preset with overrides, or, with `resume`, the run's own saved
+    configuration (overrides still apply, e.g. `data.workers_per_gpu=4`)."""
+    from hfan.train.checkpointing import resolve_resume_path, saved_train_config
+    from hfan.train.config import apply_train_overrides, get_train_preset
+
+    if resume is not None:
+        if preset is not None or pretrained or load_from:
+            raise ValueError("--resume continues a run with its saved configuration and weights: "
+                             "give no preset, --pretrained or --load-from with it")
+        config = saved_train_config(resume)
+        config.resume = str(resolve_resume_path(resume))
+    elif preset is None:
+        raise ValueError("give a training preset (e.g. hfan-small-160k) or --resume")
+    else:
+        config = get_train_preset(preset)
+        config.pretrained = pretrained or config.pretrained
+        config.load_from = load_from or config.load_from
+    return apply_train_overrides(config, list(options))
+
+
+def launch(preset: str | None, work_dir: str | os.PathLike, options: list[str] | tuple[str, ...] = (),
+           pretrained: str | None = None, load_from: str | None = None, resume: str | None = None,
+           device: str | None = None, progress: bool = True) -> TrainResult:
+    """`hfan train`: configure, then train."""
+    return train(run_config(preset, options, pretrained, load_from, resume), work_dir, device, progress)
