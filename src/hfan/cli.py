@@ -49,8 +49,107 @@ def _run_export_onnx(args) -> int:
     return 0
 
 
+def _add_model_arguments(parser, default_model: str | None) -> None:
+    parser.add_argument("--model", default=default_model, help="preset: hfan-b0, hfan-small, hfan-medium, hfan-large")
+    parser.add_argument("--checkpoint", help="weights: an official *-converted.pth or a file of ours")
+    parser.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="dotted overrides, e.g. decode_head.select_method=im test.mode=whole")
+    parser.add_argument("--aug-test", action="store_true", help="the official multi-scale (0.75, 1, 1.75) + flip test")
+    parser.add_argument("--fast", action="store_true", help="one whole-image forward instead of sliding windows")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    parser.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"],
+                        help="default: fp16 autocast on CUDA (as the official test), fp32 on CPU")
+    parser.add_argument("--batch-size", type=int, default=4, help="frames per forward (default 4)")
+
+
+def _build_predictor(args, checkpoint):
+    import torch
+
+    from hfan.config import AUG_TEST_RATIOS
+    from hfan.inference import Predictor
+    from hfan.models.checkpoints import load_model
+
+    options = list(args.options)
+    if args.aug_test:
+        options += ["test.flip=true", "test.ratios=" + ",".join(map(str, AUG_TEST_RATIOS))]
+    if args.fast:
+        options.append("test.mode=whole")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(args.model, checkpoint=checkpoint, options=options, device=device)
+    return Predictor(model, device=device, precision=args.precision, max_batch=max(8, args.batch_size))
+
+
+def _add_segment(subparsers) -> None:
+    parser = subparsers.add_parser("segment", help="a video file or frame folder -> masks and an overlay video")
+    parser.add_argument("input", help="video file (mp4, avi, mov, mkv) or folder of frames")
+    parser.add_argument("--out", default=None, help="output folder (default: <input name>_hfan next to it)")
+    _add_model_arguments(parser, "hfan-small")
+    parser.add_argument("--flow", default="dis", help="dis (default, no weights), farneback, raft_small, raft_large")
+    parser.add_argument("--raft-weights", default=None, help="local RAFT weights file (torchvision state dict)")
+    parser.add_argument("--save-probabilities", action="store_true", help="also 8-bit foreground probability PNGs")
+    parser.add_argument("--save-flow", action="store_true", help="also the colour-coded flow images")
+    parser.add_argument("--no-overlay", action="store_true", help="no overlay video")
+    parser.set_defaults(func=_run_segment)
+
+
+def _run_segment(args) -> int:
+    from pathlib import Path
+
+    from hfan.pipeline import find_checkpoint, segment_to_folder
+
+    source = Path(args.input)
+    checkpoint = args.checkpoint or find_checkpoint(args.model)
+    predictor = _build_predictor(args, checkpoint)
+    flow_options = {"weights": args.raft_weights} if args.raft_weights else {}
+    if args.flow.startswith("raft"):
+        flow_options.setdefault("device", predictor.device)
+    out = Path(args.out) if args.out else source.with_name(source.stem + "_hfan")
+    timings = segment_to_folder(source, out, predictor, args.flow, flow_options, args.batch_size,
+                                overlay=not args.no_overlay, save_probabilities=args.save_probabilities,
+                                save_flow=args.save_flow)
+    total = sum(timings.seconds.values())
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in timings.seconds.items())
+    print(f"{timings.frames} frames -> {out} in {total:.1f} s ({timings.frames / max(total, 1e-9):.2f} frames/s; {stages})")
+    return 0
+
+
+def _add_infer(subparsers) -> None:
+    parser = subparsers.add_parser("infer", help="the paper's test on a prepared dataset (DAVIS2SEG layout)")
+    _add_model_arguments(parser, None)
+    parser.add_argument("--data", required=True, help="prepared dataset root (frame/, flow/ [, mask/])")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--out", required=True, help="masks go to OUT/<video>/<frame>.png (0/255)")
+    parser.add_argument("--save-probabilities", action="store_true", help="also OUT-prob/<video>/<frame>.png (8-bit)")
+    parser.add_argument("--eval", action="store_true", help="evaluate the masks (DAVIS J/F) against --gt")
+    parser.add_argument("--gt", default=None, help="ground truth <seq>/<frame>.png or a DAVIS root (for --eval)")
+    parser.set_defaults(func=_run_infer)
+
+
+def _run_infer(args) -> int:
+    from hfan.pipeline import infer_dataset
+
+    if args.model is None and args.checkpoint is None:
+        raise ValueError("give --checkpoint FILE (and optionally --model PRESET)")
+    rank, world_size = _distributed_rank()
+    predictor = _build_predictor(args, args.checkpoint)
+    report = infer_dataset(predictor, args.data, args.split, args.out, args.batch_size, args.save_probabilities,
+                           rank=rank, world_size=world_size)
+    print(f"{report.frames_done} frames written, {report.frames_skipped} already complete; "
+          f"model {report.model_fps:.2f} frames/s, wall clock {report.wall_fps:.2f} frames/s")
+    if args.eval and rank == 0:
+        _evaluate_after_infer(args, world_size)
+    return 0
+
+
+def _distributed_rank() -> tuple[int, int]:
+    """(rank, world size) under torchrun, else (0, 1). Inference shards videos; no process group is needed."""
+    import os
+
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
 # Each entry adds one subcommand. Later features append their `_add_*` function here.
-SUBCOMMANDS = [_add_info, _add_export]
+SUBCOMMANDS = [_add_info, _add_export, _add_segment, _add_infer]
 
 
 def build_parser() -> argparse.ArgumentParser:
