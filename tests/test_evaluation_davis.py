@@ -116,6 +116,36 @@ def test_special_cases_of_j_and_f():
     assert f_measure(square, shifted) == 1  # a 1-pixel shift is within the 1-pixel tolerance at this size
 
 
+def _full_frame_f(gt, pred):
+    """The official f_measure dilating the whole frame (both boundaries non-empty)."""
+    import cv2
+
+    kernel = disk(boundary_radius(gt.shape))
+    gt_boundary, pred_boundary = boundary_map(gt), boundary_map(pred)
+    gt_dilated = cv2.dilate(gt_boundary.astype(np.uint8), kernel) > 0
+    pred_dilated = cv2.dilate(pred_boundary.astype(np.uint8), kernel) > 0
+    precision = np.sum(pred_boundary & gt_dilated) / np.sum(pred_boundary)
+    recall = np.sum(gt_boundary & pred_dilated) / np.sum(gt_boundary)
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def _random_rectangles(rng, shape, count):
+    mask = np.zeros(shape, bool)
+    for _ in range(count):
+        top, left = rng.integers(-10, shape[0]), rng.integers(-10, shape[1])  # some leave the image
+        mask[max(top, 0):top + rng.integers(3, 40), max(left, 0):left + rng.integers(3, 60)] = True
+    return mask
+
+
+def test_boundary_box_gives_the_full_frame_result_also_at_image_borders():
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        gt = _random_rectangles(rng, (120, 200), rng.integers(1, 3))
+        pred = np.roll(gt, tuple(rng.integers(-4, 5, 2)), axis=(0, 1)) | _random_rectangles(rng, gt.shape, 1)
+        if gt.any() and boundary_map(gt).any() and boundary_map(pred).any():
+            assert f_measure(gt, pred) == _full_frame_f(gt, pred)
+
+
 def test_boundary_map_is_the_official_seg2bmap():
     seg = np.zeros((4, 4), bool)
     seg[1:3, 1:3] = True

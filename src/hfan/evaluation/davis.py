@@ -60,13 +60,12 @@ def boundary_radius(shape: tuple[int, int], tolerance: float = BOUNDARY_TOLERANC
     return int(math.ceil(tolerance * np.linalg.norm(shape)))
 
 
-def _boundary_window(first: np.ndarray, second: np.ndarray, radius: int) -> tuple[slice, slice]:
-    """The bounding box of both boundaries grown by `radius`: every pixel a dilation at a boundary pixel
-    reads lies inside it (or outside the image, which the full-frame dilation treats as background too)."""
+def _boundary_window(first: np.ndarray, second: np.ndarray) -> tuple[slice, slice]:
+    """The bounding box of both boundaries. Dilating inside it is exact where the counts are taken: a
+    dilated value at a boundary pixel only depends on the other mask's boundary pixels, all inside the box."""
     rows = np.flatnonzero(first.any(axis=1) | second.any(axis=1))
     cols = np.flatnonzero(first.any(axis=0) | second.any(axis=0))
-    return (slice(max(rows[0] - radius, 0), rows[-1] + radius + 1),
-            slice(max(cols[0] - radius, 0), cols[-1] + radius + 1))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
 def f_measure(gt: np.ndarray, pred: np.ndarray) -> float:
@@ -75,11 +74,10 @@ def f_measure(gt: np.ndarray, pred: np.ndarray) -> float:
     A boundary pixel matches when the other mask has a boundary pixel within the disk of radius
     `boundary_radius`. cv2.dilate with the disk kernel equals the official cv2.dilate / skimage
     binary_dilation on binary images (both treat pixels outside the image as background). Matches are only
-    counted on boundary pixels, so dilating the window around the boundaries (see `_boundary_window`) gives
+    counted on boundary pixels, so dilating the box around the boundaries (see `_boundary_window`) gives
     the same counts as dilating the whole frame, in a fraction of the time.
     """
-    radius = boundary_radius(gt.shape)
-    kernel = disk(radius)
+    kernel = disk(boundary_radius(gt.shape))
     gt_boundary, pred_boundary = boundary_map(gt), boundary_map(pred)
     n_gt, n_pred = np.count_nonzero(gt_boundary), np.count_nonzero(pred_boundary)
     if n_pred == 0 and n_gt > 0:
@@ -89,7 +87,7 @@ def f_measure(gt: np.ndarray, pred: np.ndarray) -> float:
     elif n_pred == 0 and n_gt == 0:
         precision, recall = 1.0, 1.0
     else:
-        window = _boundary_window(gt_boundary, pred_boundary, radius)
+        window = _boundary_window(gt_boundary, pred_boundary)
         gt_boundary, pred_boundary = gt_boundary[window], pred_boundary[window]
         gt_dilated = cv2.dilate(gt_boundary.view(np.uint8), kernel).view(bool)
         pred_dilated = cv2.dilate(pred_boundary.view(np.uint8), kernel).view(bool)
