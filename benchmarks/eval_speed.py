@@ -70,7 +70,11 @@ def main() -> None:
     args = parser.parse_args()
     pred, gt = args.data / "predictions" / "osvos_bin", args.data
     frames = sum(1 for _ in (gt / "Annotations" / "480p").glob("*/*.png"))
-    scratch = Path(tempfile.mkdtemp(prefix="hfan-eval-speed-"))
+    with tempfile.TemporaryDirectory(prefix="hfan-eval-speed-") as scratch:
+        run_all(args, pred, gt, frames, Path(scratch))
+
+
+def run_all(args, pred: Path, gt: Path, frames: int, scratch: Path) -> None:
     worker_counts = [int(n) for n in dict.fromkeys(args.workers.split(","))]
 
     deviation = largest_deviation(evaluate_davis(pred, gt, progress=False),
