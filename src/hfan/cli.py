@@ -63,6 +63,8 @@ def _add_model_arguments(parser, default_model: str | None) -> None:
 
 
 def _build_predictor(args, checkpoint):
+    import os
+
     import torch
 
     from hfan.config import AUG_TEST_RATIOS
@@ -74,7 +76,8 @@ def _build_predictor(args, checkpoint):
         options += ["test.flip=true", "test.ratios=" + ",".join(map(str, AUG_TEST_RATIOS))]
     if args.fast:
         options.append("test.mode=whole")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))  # torchrun: one GPU per process
+    device = args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     model = load_model(args.model, checkpoint=checkpoint, options=options, device=device)
     return Predictor(model, device=device, precision=args.precision, max_batch=max(8, args.batch_size))
 
@@ -130,6 +133,8 @@ def _run_infer(args) -> int:
 
     if args.model is None and args.checkpoint is None:
         raise ValueError("give --checkpoint FILE (and optionally --model PRESET)")
+    if args.eval and args.gt is None:
+        raise ValueError("--eval needs --gt: ground-truth <seq>/<frame>.png folders or a DAVIS root")
     rank, world_size = _distributed_rank()
     predictor = _build_predictor(args, args.checkpoint)
     report = infer_dataset(predictor, args.data, args.split, args.out, args.batch_size, args.save_probabilities,
@@ -141,15 +146,70 @@ def _run_infer(args) -> int:
     return 0
 
 
+def _evaluate_after_infer(args, world_size: int) -> None:
+    from hfan.evaluation.report import report
+
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # every shard's masks are written before rank 0 scores them
+    print(report("davis", [args.out], args.gt, only_present=True))
+
+
 def _distributed_rank() -> tuple[int, int]:
-    """(rank, world size) under torchrun, else (0, 1). Inference shards videos; no process group is needed."""
+    """(rank, world size) under torchrun, else (0, 1). Inference shards videos by rank; the gloo group is only
+    there for the barrier before --eval (it works with CPU and CUDA processes alike)."""
     import os
 
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world_size > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+    return rank, world_size
+
+
+def _add_eval(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="evaluate predicted masks: DAVIS-2016 J/F or VSOD measures")
+    kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
+    descriptions = {
+        "davis": "J (IoU) and F (boundary) per frame; Mean, Recall, Decay per sequence; averages over sequences "
+                 "(the official DAVIS-2016 protocol; first and last frame of each sequence not scored)",
+        "vsod": "S-measure, E-measure and F-measure (max, mean, adaptive) and MAE through pysodmetrics, "
+                "grouped per sequence as the VSOD MATLAB toolbox (first and last frame skipped)",
+    }
+    for kind, description in descriptions.items():
+        sub = kinds.add_parser(kind, help=description.split(";")[0].split(" through")[0], description=description)
+        sub.add_argument("--pred", nargs="+", required=True, metavar="DIR",
+                         help="prediction folder(s) <pred>/<sequence>/<frame>.png; several are shown side by side")
+        sub.add_argument("--gt", required=True, metavar="DIR",
+                         help="ground truth <gt>/<sequence>/<frame>.png (DAVIS, Long-Videos, ...) or a DAVIS "
+                              "root holding Annotations/480p")
+        sub.add_argument("--sequences", nargs="+", metavar="NAME",
+                         help="sequences to evaluate, or a .txt list (e.g. DAVIS ImageSets/2016/val.txt); "
+                              "default: every ground-truth sequence")
+        sub.add_argument("--only-present", action="store_true",
+                         help="evaluate only the sequences the prediction folder holds")
+        sub.add_argument("--names", nargs="+", metavar="NAME", help="method names for --pred (default: folder names)")
+        sub.add_argument("--out", metavar="DIR", help="folder for the CSV/JSON/PNG files (default: <first pred>-eval)")
+        sub.add_argument("--workers", type=int, default=None,
+                         help="processes scoring sequences in parallel (default: one per CPU)")
+        if kind == "davis":
+            sub.add_argument("--no-plot", action="store_true", help="do not draw the per-sequence J&F chart")
+        sub.set_defaults(func=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from hfan.evaluation.report import report
+
+    print(report(args.kind, args.pred, args.gt, out_dir=args.out, names=args.names, sequences=args.sequences,
+                 only_present=args.only_present, workers=args.workers, plot=not getattr(args, "no_plot", False)))
+    return 0
 
 
 # Each entry adds one subcommand. Later features append their `_add_*` function here.
-SUBCOMMANDS = [_add_info, _add_export, _add_segment, _add_infer]
+SUBCOMMANDS = [_add_info, _add_segment, _add_infer, _add_eval, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:
