@@ -47,11 +47,198 @@ def _run_train(args) -> int:
                     args.device, progress=not args.no_progress)
     if result.validation is not None or os.environ.get("RANK", "0") == "0":  # once under torchrun
         print(f"iteration {result.iteration}: {result.checkpoint}")
+
+
+def _add_export(subparsers) -> None:
+    parser = subparsers.add_parser("export", help="export the segmentor (one window) to ONNX")
+    formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    onnx = formats.add_parser("onnx", help="ONNX graph: frame + flow window in, 1/4-size logits out")
+    onnx.add_argument("--model", default=None, help="preset name (default: from the checkpoint)")
+    onnx.add_argument("--checkpoint", default=None, help="weights; without it, random weights of --model")
+    onnx.add_argument("--options", nargs="*", default=[], help="dotted overrides, e.g. decode_head.select_method=im")
+    onnx.add_argument("--out", required=True, help="output .onnx file")
+    onnx.add_argument("--size", default="512x512", help="window HxW, multiples of 32 (default 512x512)")
+    onnx.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    onnx.set_defaults(func=_run_export_onnx)
+
+
+def _run_export_onnx(args) -> int:
+    from hfan.export import export_onnx
+    from hfan.models.checkpoints import load_model
+
+    if args.model is None and args.checkpoint is None:
+        raise ValueError("give --model PRESET, --checkpoint FILE, or both")
+    try:
+        height, width = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size {args.size!r}: expected HxW, e.g. 512x512") from None
+    model = load_model(args.model, checkpoint=args.checkpoint, options=args.options)
+    path = export_onnx(model, args.out, height, width, check=not args.no_check)
+    print(f"wrote {path}" + ("" if args.no_check else " (onnxruntime matches PyTorch within 1e-4)"))
+    return 0
+
+
+def _add_model_arguments(parser, default_model: str | None) -> None:
+    parser.add_argument("--model", default=default_model, help="preset: hfan-b0, hfan-small, hfan-medium, hfan-large")
+    parser.add_argument("--checkpoint", help="weights: an official *-converted.pth or a file of ours")
+    parser.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="dotted overrides, e.g. decode_head.select_method=im test.mode=whole")
+    parser.add_argument("--aug-test", action="store_true", help="the official multi-scale (0.75, 1, 1.75) + flip test")
+    parser.add_argument("--fast", action="store_true", help="one whole-image forward instead of sliding windows")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    parser.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"],
+                        help="default: fp16 autocast on CUDA (as the official test), fp32 on CPU")
+    parser.add_argument("--batch-size", type=int, default=4, help="frames per forward (default 4)")
+
+
+def _build_predictor(args, checkpoint):
+    import os
+
+    import torch
+
+    from hfan.config import AUG_TEST_RATIOS
+    from hfan.inference import Predictor
+    from hfan.models.checkpoints import load_model
+
+    options = list(args.options)
+    if args.aug_test:
+        options += ["test.flip=true", "test.ratios=" + ",".join(map(str, AUG_TEST_RATIOS))]
+    if args.fast:
+        options.append("test.mode=whole")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))  # torchrun: one GPU per process
+    device = args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    model = load_model(args.model, checkpoint=checkpoint, options=options, device=device)
+    return Predictor(model, device=device, precision=args.precision, max_batch=max(8, args.batch_size))
+
+
+def _add_segment(subparsers) -> None:
+    parser = subparsers.add_parser("segment", help="a video file or frame folder -> masks and an overlay video")
+    parser.add_argument("input", help="video file (mp4, avi, mov, mkv) or folder of frames")
+    parser.add_argument("--out", default=None, help="output folder (default: <input name>_hfan next to it)")
+    _add_model_arguments(parser, "hfan-small")
+    parser.add_argument("--flow", default="dis", help="dis (default, no weights), farneback, raft_small, raft_large")
+    parser.add_argument("--raft-weights", default=None, help="local RAFT weights file (torchvision state dict)")
+    parser.add_argument("--save-probabilities", action="store_true", help="also 8-bit foreground probability PNGs")
+    parser.add_argument("--save-flow", action="store_true", help="also the colour-coded flow images")
+    parser.add_argument("--no-overlay", action="store_true", help="no overlay video")
+    parser.set_defaults(func=_run_segment)
+
+
+def _run_segment(args) -> int:
+    from pathlib import Path
+
+    from hfan.pipeline import find_checkpoint, segment_to_folder
+
+    source = Path(args.input)
+    checkpoint = args.checkpoint or find_checkpoint(args.model)
+    predictor = _build_predictor(args, checkpoint)
+    flow_options = {"weights": args.raft_weights} if args.raft_weights else {}
+    if args.flow.startswith("raft"):
+        flow_options.setdefault("device", predictor.device)
+    out = Path(args.out) if args.out else source.with_name(source.stem + "_hfan")
+    timings = segment_to_folder(source, out, predictor, args.flow, flow_options, args.batch_size,
+                                overlay=not args.no_overlay, save_probabilities=args.save_probabilities,
+                                save_flow=args.save_flow)
+    total = sum(timings.seconds.values())
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in timings.seconds.items())
+    print(f"{timings.frames} frames -> {out} in {total:.1f} s ({timings.frames / max(total, 1e-9):.2f} frames/s; {stages})")
+    return 0
+
+
+def _add_infer(subparsers) -> None:
+    parser = subparsers.add_parser("infer", help="the paper's test on a prepared dataset (DAVIS2SEG layout)")
+    _add_model_arguments(parser, None)
+    parser.add_argument("--data", required=True, help="prepared dataset root (frame/, flow/ [, mask/])")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--out", required=True, help="masks go to OUT/<video>/<frame>.png (0/255)")
+    parser.add_argument("--save-probabilities", action="store_true", help="also OUT-prob/<video>/<frame>.png (8-bit)")
+    parser.add_argument("--eval", action="store_true", help="evaluate the masks (DAVIS J/F) against --gt")
+    parser.add_argument("--gt", default=None, help="ground truth <seq>/<frame>.png or a DAVIS root (for --eval)")
+    parser.set_defaults(func=_run_infer)
+
+
+def _run_infer(args) -> int:
+    from hfan.pipeline import infer_dataset
+
+    if args.model is None and args.checkpoint is None:
+        raise ValueError("give --checkpoint FILE (and optionally --model PRESET)")
+    if args.eval and args.gt is None:
+        raise ValueError("--eval needs --gt: ground-truth <seq>/<frame>.png folders or a DAVIS root")
+    rank, world_size = _distributed_rank()
+    predictor = _build_predictor(args, args.checkpoint)
+    report = infer_dataset(predictor, args.data, args.split, args.out, args.batch_size, args.save_probabilities,
+                           rank=rank, world_size=world_size)
+    print(f"{report.frames_done} frames written, {report.frames_skipped} already complete; "
+          f"model {report.model_fps:.2f} frames/s, wall clock {report.wall_fps:.2f} frames/s")
+    if args.eval and rank == 0:
+        _evaluate_after_infer(args, world_size)
+    return 0
+
+
+def _evaluate_after_infer(args, world_size: int) -> None:
+    from hfan.evaluation.report import report
+
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # every shard's masks are written before rank 0 scores them
+    print(report("davis", [args.out], args.gt, only_present=True))
+
+
+def _distributed_rank() -> tuple[int, int]:
+    """(rank, world size) under torchrun, else (0, 1). Inference shards videos by rank; the gloo group is only
+    there for the barrier before --eval (it works with CPU and CUDA processes alike)."""
+    import os
+
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world_size > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+    return rank, world_size
+
+
+def _add_eval(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="evaluate predicted masks: DAVIS-2016 J/F or VSOD measures")
+    kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
+    descriptions = {
+        "davis": "J (IoU) and F (boundary) per frame; Mean, Recall, Decay per sequence; averages over sequences "
+                 "(the official DAVIS-2016 protocol; first and last frame of each sequence not scored)",
+        "vsod": "S-measure, E-measure and F-measure (max, mean, adaptive) and MAE through pysodmetrics, "
+                "grouped per sequence as the VSOD MATLAB toolbox (first and last frame skipped)",
+    }
+    for kind, description in descriptions.items():
+        sub = kinds.add_parser(kind, help=description.split(";")[0].split(" through")[0], description=description)
+        sub.add_argument("--pred", nargs="+", required=True, metavar="DIR",
+                         help="prediction folder(s) <pred>/<sequence>/<frame>.png; several are shown side by side")
+        sub.add_argument("--gt", required=True, metavar="DIR",
+                         help="ground truth <gt>/<sequence>/<frame>.png (DAVIS, Long-Videos, ...) or a DAVIS "
+                              "root holding Annotations/480p")
+        sub.add_argument("--sequences", nargs="+", metavar="NAME",
+                         help="sequences to evaluate, or a .txt list (e.g. DAVIS ImageSets/2016/val.txt); "
+                              "default: every ground-truth sequence")
+        sub.add_argument("--only-present", action="store_true",
+                         help="evaluate only the sequences the prediction folder holds")
+        sub.add_argument("--names", nargs="+", metavar="NAME", help="method names for --pred (default: folder names)")
+        sub.add_argument("--out", metavar="DIR", help="folder for the CSV/JSON/PNG files (default: <first pred>-eval)")
+        sub.add_argument("--workers", type=int, default=None,
+                         help="processes scoring sequences in parallel (default: one per CPU)")
+        if kind == "davis":
+            sub.add_argument("--no-plot", action="store_true", help="do not draw the per-sequence J&F chart")
+        sub.set_defaults(func=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from hfan.evaluation.report import report
+
+    print(report(args.kind, args.pred, args.gt, out_dir=args.out, names=args.names, sequences=args.sequences,
+                 only_present=args.only_present, workers=args.workers, plot=not getattr(args, "no_plot", False)))
     return 0
 
 
 # Each entry adds one subcommand. Later features append their `_add_*` function here.
-SUBCOMMANDS = [_add_info, _add_train]
+SUBCOMMANDS = [_add_info, _add_segment, _add_infer, _add_eval, _add_export, _add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,236 @@
+"""Which frames an evaluation scores, read from a prediction folder and a ground-truth folder.
+
+Both folders use the DAVIS layout `<root>/<sequence>/<frame>.png`. A DAVIS root that holds `Annotations/480p`
+is accepted as ground truth too. Ground truth may be sparse (Long-Videos annotates a few frames per video):
+the frames scored are the ground-truth frames of each sequence minus its first and last one (the DAVIS-2016
+and VSOD protocols), and the prediction must hold a PNG with the same name for each of them; other prediction
+files are ignored.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import cv2
+import numpy as np
+from PIL import Image
+
+MASK_SUFFIX = ".png"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPE = 25  # byte offset of the colour type in the IHDR chunk that every PNG starts with
+_PNG_PALETTE = 3
+_PNG_WITH_ALPHA = (4, 6)
+_MAX_LISTED = 10
+
+Result = TypeVar("Result")
+
+
+def _open_image(path: Path) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from error
+    return image
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A mask PNG as a bool array: 0/1, 0/255, soft 8-bit or palette images; any non-zero pixel is foreground.
+
+    Palette images are read as their indices (index 0 is background), never through their colours.
+    Colour images count a pixel as foreground when any colour channel is non-zero (alpha is ignored).
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    colour_type = data[_PNG_COLOUR_TYPE] if data[:8] == _PNG_SIGNATURE and len(data) > _PNG_COLOUR_TYPE else None
+    if colour_type is not None and colour_type != _PNG_PALETTE:
+        # OpenCV decodes PNG about a third faster than Pillow, which keeps the palette case (indices, not colours).
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise ValueError(f"cannot read {path}: not a valid PNG")
+        has_alpha = colour_type in _PNG_WITH_ALPHA
+    else:
+        image = _open_image(path)
+        array, has_alpha = np.asarray(image), image.mode in ("RGBA", "LA", "PA")
+    if array.ndim == 2:
+        return array != 0
+    colours = array[..., :-1] if has_alpha else array
+    return colours.any(axis=2)
+
+
+def read_gray(path: str | Path) -> np.ndarray:
+    """An 8-bit saliency map as uint8; colour maps give their first (red) channel, as the MATLAB toolbox does."""
+    image = _open_image(Path(path))
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"{path} has {array.dtype} pixels ({image.mode}): expected an 8-bit saliency map")
+    return array[..., 0] if array.ndim == 3 else array
+
+
+def resolve_gt_root(gt_dir: str | Path) -> Path:
+    """`<gt>/<seq>/<frame>.png`, or a DAVIS root whose `Annotations/480p` holds that layout."""
+    gt_dir = Path(gt_dir)
+    if not gt_dir.is_dir():
+        raise FileNotFoundError(f"ground-truth folder {gt_dir} does not exist")
+    davis_annotations = gt_dir / "Annotations" / "480p"
+    return davis_annotations if davis_annotations.is_dir() else gt_dir
+
+
+def read_sequence_names(names: Sequence[str] | None) -> list[str] | None:
+    """Sequence names as given, or read from a text file: one name a line, or DAVIS ImageSets lines whose first
+    token is a frame path (`/JPEGImages/480p/blackswan/00000.jpg ...`, the sequence being its folder)."""
+    if not names:
+        return None
+    selected: list[str] = []
+    for name in names:
+        if name.endswith(".txt"):
+            path = Path(name)
+            if not path.is_file():
+                raise FileNotFoundError(f"sequence list {path} does not exist")
+            for tokens in (line.split() for line in path.read_text().splitlines()):
+                if tokens:
+                    selected.append(Path(tokens[0]).parent.name if "/" in tokens[0] else tokens[0])
+        else:
+            selected.append(name)
+    return list(dict.fromkeys(selected))
+
+
+@dataclass(frozen=True)
+class SequenceFrames:
+    """The frames of one sequence that are scored, with their ground-truth and prediction paths."""
+
+    name: str
+    frames: tuple[str, ...]
+    gt_paths: tuple[Path, ...]
+    pred_paths: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class FolderResult:
+    """What every evaluation returns: the scores of each sequence of one prediction folder."""
+
+    pred_dir: Path
+    gt_dir: Path
+    sequences: list = field(repr=False)
+
+    @property
+    def n_frames(self) -> int:
+        """Scored frames, summed over sequences."""
+        return sum(len(sequence.frames) for sequence in self.sequences)
+
+
+def _subfolders(root: Path) -> list[str]:
+    return sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+
+
+def _listing(title: str, items: Sequence[str]) -> str:
+    shown = "\n  ".join(items[:_MAX_LISTED])
+    more = f"\n  ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
+    return f"{title}:\n  {shown}{more}"
+
+
+def collect_sequences(pred_dir: str | Path, gt_dir: str | Path, sequences: Sequence[str] | None = None,
+                      only_present: bool = False) -> list[SequenceFrames]:
+    """Pair prediction and ground-truth frames, checking everything before any scoring starts.
+
+    Without `sequences`, every ground-truth sequence is evaluated. A missing prediction sequence or frame, a
+    prediction sequence without ground truth and a sequence with fewer than 3 ground-truth frames are reported
+    together in one error. `only_present` restricts the evaluation to the sequences the prediction holds.
+    """
+    pred_root, gt_root = Path(pred_dir), resolve_gt_root(gt_dir)
+    if not pred_root.is_dir():
+        raise FileNotFoundError(f"prediction folder {pred_root} does not exist")
+    gt_sequences = _subfolders(gt_root)
+    if not gt_sequences:
+        raise FileNotFoundError(f"{gt_root} holds no sequence folders: expected <gt>/<sequence>/<frame>.png "
+                                f"or a DAVIS root with Annotations/480p")
+    pred_sequences = _subfolders(pred_root)
+    selected = list(sequences) if sequences else gt_sequences
+    problems: list[str] = []
+    unknown = [name for name in selected if name not in gt_sequences]
+    if unknown:
+        problems.append(_listing(f"{len(unknown)} requested sequence(s) have no ground truth in {gt_root}",
+                                 unknown))
+    if not sequences:
+        extra = [name for name in pred_sequences if name not in gt_sequences]
+        if extra:
+            problems.append(_listing(f"{len(extra)} prediction sequence(s) have no ground truth in {gt_root} "
+                                     f"(pass --sequences to choose the sequences to evaluate)", extra))
+    if only_present:
+        selected = [name for name in selected if name in pred_sequences]
+        if not selected:
+            problems.append(f"{pred_root} holds none of the {len(gt_sequences)} ground-truth sequences")
+    absent = [name for name in selected if name in gt_sequences and name not in pred_sequences]
+    if absent:
+        problems.append(_listing(f"{len(absent)} sequence(s) missing in {pred_root} (pass --only-present to "
+                                 f"evaluate only the sequences it holds, or --sequences)", absent))
+
+    collected, missing_frames = [], []
+    for name in selected:
+        if name not in gt_sequences or name not in pred_sequences:
+            continue
+        gt_paths = sorted((gt_root / name).glob("*" + MASK_SUFFIX))
+        if len(gt_paths) < 3:
+            problems.append(f"{gt_root / name} holds {len(gt_paths)} mask(s): at least 3 are needed because "
+                            f"the first and last frame are not scored")
+            continue
+        scored = gt_paths[1:-1]
+        pred_paths = [pred_root / name / path.name for path in scored]
+        missing_frames += [str(path) for path in pred_paths if not path.is_file()]
+        collected.append(SequenceFrames(name, tuple(path.stem for path in scored), tuple(scored),
+                                        tuple(pred_paths)))
+    if missing_frames:
+        problems.append(_listing(f"{len(missing_frames)} predicted frame(s) missing", missing_frames))
+    if problems:
+        raise FileNotFoundError(f"cannot evaluate {pred_root} against {gt_root}:\n" + "\n".join(problems))
+    return collected
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+def _quiet_worker() -> None:
+    # One process per core already; OpenCV's own threads would only compete with the other workers.
+    cv2.setNumThreads(1)
+
+
+def _call_indexed(function: Callable[[SequenceFrames], Result],
+                  item: tuple[int, SequenceFrames]) -> tuple[int, Result]:
+    index, sequence = item
+    return index, function(sequence)
+
+
+def map_sequences(function: Callable[[SequenceFrames], Result], sequences: Sequence[SequenceFrames],
+                  workers: int | None = None, progress: bool = True,
+                  description: str = "evaluating") -> list[Result]:
+    """`function` over the sequences, in parallel over processes, with a frame-counting progress bar.
+
+    Results come in the order of `sequences`. The longest sequences start first so that the processes finish
+    together. `function` must be a module-level function (it is pickled to the workers).
+    """
+    from tqdm import tqdm
+
+    workers = max(1, min(workers or default_workers(), len(sequences)))
+    total = sum(len(sequence.frames) for sequence in sequences)
+    results: dict[int, Result] = {}
+    with tqdm(total=total, unit="frame", desc=description, disable=not progress) as bar:
+        if workers == 1:
+            for index, sequence in enumerate(sequences):
+                results[index] = function(sequence)
+                bar.update(len(sequence.frames))
+        else:
+            longest_first = sorted(enumerate(sequences), key=lambda item: -len(item[1].frames))
+            # fork starts the workers in milliseconds; they use only numpy, OpenCV and Pillow.
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else None)
+            with context.Pool(workers, initializer=_quiet_worker) as pool:
+                for index, result in pool.imap_unordered(partial(_call_indexed, function), longest_first):
+                    results[index] = result
+                    bar.update(len(sequences[index].frames))
+    return [results[index] for index in range(len(sequences))]

@@ -1,0 +1,241 @@
+"""From a video (or a prepared dataset) to masks: wires io, flow, inference and writing together.
+
+`segment_video` streams any video through flow estimation and the model, yielding per-frame results lazily;
+`segment_to_folder` writes them (masks, overlay video, probability maps); `infer_dataset` is the paper's test
+on a prepared flat-layout dataset (what the original `infer.py` does), resumable and shardable over processes.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hfan.data import io
+from hfan.data.layouts import FlatLayout, Sample
+from hfan.flow import build_flow_estimator, flow_to_image, video_flows
+from hfan.flow.estimators import FlowEstimator
+from hfan.inference import Predictor
+
+CHECKPOINT_CACHE_ENV = "HFAN_HOME"
+# The official released files and the presets they hold (SPEC §4.3).
+OFFICIAL_FILES = {"hfan-small": "HFAN-s-converted.pth", "hfan-medium": "HFAN-m-converted.pth"}
+OFFICIAL_WEIGHTS_HELP = (
+    "The official HFAN checkpoints (HFAN-s-converted.pth = hfan-small, HFAN-m-converted.pth = hfan-medium) are "
+    "linked from the README of github.com/NUST-Machine-Intelligence-Laboratory/HFAN (Baidu, and a OneDrive "
+    "folder given in its issue #15). Download one and pass --checkpoint FILE, or put it in {cache}.")
+
+
+def checkpoint_cache() -> Path:
+    """Where `hfan segment` looks for weights when no --checkpoint is given: $HFAN_HOME/checkpoints or
+    ~/.cache/hfan/checkpoints."""
+    root = os.environ.get(CHECKPOINT_CACHE_ENV)
+    return (Path(root) if root else Path.home() / ".cache" / "hfan") / "checkpoints"
+
+
+def find_checkpoint(preset: str) -> Path:
+    cache = checkpoint_cache()
+    candidates = [cache / OFFICIAL_FILES[preset]] if preset in OFFICIAL_FILES else []
+    candidates.append(cache / f"{preset}.pth")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no weights for {preset} in {cache}. " + OFFICIAL_WEIGHTS_HELP.format(cache=cache))
+
+
+@dataclass
+class Timings:
+    """Seconds spent per stage, for the speed breakdown (decode, flow, model, write)."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    frames: int = 0
+
+    def add(self, stage: str, start: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] += now - start
+        return now
+
+
+@dataclass
+class FrameResult:
+    index: int
+    frame: np.ndarray  # RGB uint8 HxWx3
+    flow_image: np.ndarray  # RGB uint8 HxWx3, the colour-coded flow the model saw
+    probability: np.ndarray  # float32 HxW, foreground probability
+    mask: np.ndarray  # bool HxW
+
+
+def _timed(iterable: Iterable, timings: Timings, stage: str) -> Iterator:
+    iterator = iter(iterable)
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        timings.add(stage, start)
+        yield item
+
+
+def segment_video(source: str | os.PathLike | Iterable[np.ndarray], model: torch.nn.Module | Predictor,
+                  flow: str | FlowEstimator = "dis", batch_size: int = 4, flow_options: dict | None = None,
+                  timings: Timings | None = None) -> Iterator[FrameResult]:
+    """Segment every frame of a video file, a frame folder, or an iterable of RGB uint8 frames, lazily.
+
+    Flow follows HFAN's convention (forward flow, backward for the last frame; a one-frame video gets a zero
+    flow, drawn white). Memory is bounded by `batch_size` frames whatever the video's length.
+    """
+    predictor = model if isinstance(model, Predictor) else Predictor(model)
+    estimator = flow if isinstance(flow, FlowEstimator) else build_flow_estimator(flow, **(flow_options or {}))
+    timings = timings if timings is not None else Timings()
+    frames = io.open_frames(source) if isinstance(source, (str, os.PathLike)) else source
+    # video_flows pulls frames (decode time) while it computes flow: separate the two clocks.
+    decoded = _timed(frames, timings, "decode")
+    pairs = _timed(video_flows(decoded, estimator), timings, "flow+decode")
+    batch: list[tuple[np.ndarray, np.ndarray]] = []
+    index = 0
+
+    def run(batch):
+        nonlocal index
+        start = time.perf_counter()
+        flow_images = [flow_to_image(f) for _, f in batch]
+        start = timings.add("flow", start)
+        predictions = predictor.predict([frame for frame, _ in batch], flow_images)
+        timings.add("model", start)
+        for (frame, _), flow_image, prediction in zip(batch, flow_images, predictions):
+            yield FrameResult(index, frame, flow_image, prediction.probability, prediction.mask)
+            index += 1
+            timings.frames += 1
+
+    for pair in pairs:
+        batch.append(pair)
+        if len(batch) == batch_size:
+            yield from run(batch)
+            batch = []
+    if batch:
+        yield from run(batch)
+    # "flow+decode" holds flow estimation plus the decode time counted inside it.
+    timings.seconds["flow"] += timings.seconds.pop("flow+decode", 0.0) - timings.seconds.get("decode", 0.0)
+
+
+def segment_to_folder(source: str | os.PathLike, out: str | os.PathLike, model: torch.nn.Module | Predictor,
+                      flow: str | FlowEstimator = "dis", flow_options: dict | None = None, batch_size: int = 4,
+                      overlay: bool = True, save_probabilities: bool = False, save_flow: bool = False,
+                      progress: bool = True) -> Timings:
+    """`hfan segment`: masks (0/255 PNG) in <out>/masks, <out>/overlay.mp4 at the source frame rate,
+    optionally 8-bit probabilities in <out>/probabilities and flow images in <out>/flow."""
+    video = io.open_frames(source)
+    out = Path(out)
+    timings = Timings()
+    fps = video.fps or 25.0
+    writer = io.VideoWriter(out / "overlay.mp4", fps) if overlay else None
+    try:
+        results = segment_video(video, model, flow, batch_size, flow_options, timings)
+        for result in tqdm(results, total=video.frame_count, unit="frame", disable=not progress, desc=Path(source).name):
+            start = time.perf_counter()
+            name = f"{result.index:05d}.png"
+            io.write_mask(out / "masks" / name, result.mask, foreground_value=255)
+            if save_probabilities:
+                io.write_image(out / "probabilities" / name, probability_to_uint8(result.probability))
+            if save_flow:
+                io.write_image(out / "flow" / f"{result.index:05d}.jpg", result.flow_image)
+            if writer is not None:
+                writer.write(io.overlay_mask(result.frame, result.mask))
+            timings.add("write", start)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        start = time.perf_counter()
+        writer.close()
+        timings.add("write", start)
+    return timings
+
+
+def probability_to_uint8(probability: np.ndarray) -> np.ndarray:
+    """8-bit saliency map for VSOD evaluation: round(255 p)."""
+    return np.clip(np.rint(probability * 255.0), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------- prepared datasets
+def _batches_of_one_size(samples: list[Sample], batch_size: int) -> Iterator[list[tuple[Sample, np.ndarray, np.ndarray]]]:
+    """Read frame + flow image pairs and group them in batches of one image size (SPEC §9.23)."""
+    batch: list[tuple[Sample, np.ndarray, np.ndarray]] = []
+    for sample in samples:
+        frame, flow_image = io.read_image(sample.frame), io.read_image(sample.flow)
+        if frame.shape != flow_image.shape:
+            raise ValueError(f"{sample.frame} is {frame.shape[1]}x{frame.shape[0]} but its flow {sample.flow} is "
+                             f"{flow_image.shape[1]}x{flow_image.shape[0]}: re-run hfan prepare for this video")
+        if batch and (frame.shape != batch[0][1].shape or len(batch) == batch_size):
+            yield batch
+            batch = []
+        batch.append((sample, frame, flow_image))
+    if batch:
+        yield batch
+
+
+@dataclass
+class InferReport:
+    frames_done: int
+    frames_skipped: int
+    model_seconds: float
+    wall_seconds: float
+
+    @property
+    def model_fps(self) -> float:
+        return self.frames_done / self.model_seconds if self.model_seconds else float("nan")
+
+    @property
+    def wall_fps(self) -> float:
+        return self.frames_done / self.wall_seconds if self.wall_seconds else float("nan")
+
+
+def infer_dataset(predictor: Predictor, data_root: str | os.PathLike, split: str, out: str | os.PathLike,
+                  batch_size: int = 4, save_probabilities: bool = False, rank: int = 0, world_size: int = 1,
+                  progress: bool = True) -> InferReport:
+    """The paper's test on a prepared flat-layout dataset: `<out>/<video>/<frame>.png` (0/255, DAVIS layout),
+    written straight from the prediction; with `save_probabilities` also `<out>-prob/<video>/<frame>.png`.
+
+    Resumable: frames whose mask exists are skipped (masks are written atomically, so an existing one is
+    complete) and temporary files of an interrupted run are removed. With `world_size` > 1, this process takes
+    every world_size-th video (sharding by video keeps each video's frames together).
+    """
+    out = Path(out)
+    probability_out = out.with_name(out.name + "-prob")
+    samples = FlatLayout(data_root).samples(split, require_masks=False)
+    videos = sorted({s.video for s in samples})[rank::world_size]
+    mine = [s for s in samples if s.video in set(videos)]
+
+    def mask_path(sample: Sample) -> Path:
+        return out / sample.video / f"{sample.index:05d}.png"
+
+    for video in videos:
+        io.remove_temp_files(out / video)
+        io.remove_temp_files(probability_out / video)
+    todo = [s for s in mine if not mask_path(s).is_file()
+            or (save_probabilities and not (probability_out / s.video / f"{s.index:05d}.png").is_file())]
+    model_seconds, wall_start = 0.0, time.perf_counter()
+    bar = tqdm(total=len(todo), unit="frame", disable=not progress, desc=f"infer {split}")
+    for batch in _batches_of_one_size(todo, batch_size):
+        if predictor.device.type == "cuda":
+            torch.cuda.synchronize(predictor.device)
+        start = time.perf_counter()
+        predictions = predictor.predict([frame for _, frame, _ in batch], [flow for _, _, flow in batch])
+        if predictor.device.type == "cuda":
+            torch.cuda.synchronize(predictor.device)
+        model_seconds += time.perf_counter() - start
+        for (sample, _, _), prediction in zip(batch, predictions):
+            io.write_mask(mask_path(sample), prediction.mask, foreground_value=255)
+            if save_probabilities:
+                io.write_image(probability_out / sample.video / f"{sample.index:05d}.png",
+                               probability_to_uint8(prediction.probability))
+        bar.update(len(batch))
+    bar.close()
+    return InferReport(len(todo), len(mine) - len(todo), model_seconds, time.perf_counter() - wall_start)
