@@ -1,12 +1,14 @@
 import csv
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from train_data import tiny_config, write_flat_split
 
-from hfan import build_model, load_model
+from hfan import build_model, save_checkpoint
 from hfan.cli import main as hfan_main
 from hfan.config import SELECT_METHODS, apply_overrides, get_preset
 from hfan.data.datasets import FlatTrainDataset
@@ -127,3 +129,88 @@ def test_resume_continues_bit_identically(tmp_path, workers):
     assert [row["iteration"] for row in resumed_log] == ["1", "2", "3", "4"]
     assert [row["loss"] for row in resumed_log] == [row["loss"] for row in straight_log]
     assert (interrupted / LATEST).resolve().name == "iter_4.pth"
+
+
+@pytest.mark.slow
+def test_logs_hold_loss_learning_rates_speed_and_validation(tmp_path):
+    write_flat_split(tmp_path / "data", videos=2, frames=3)
+    write_flat_split(tmp_path / "data", "val", videos=2, frames=4, seed=1)
+    config = tiny_config(tmp_path / "data", f"data.val_root={tmp_path / 'data'}", "iterations=3",
+                         "eval_interval=3", "tensorboard=true")
+    result = train(config, tmp_path / "run", device="cpu", progress=False)
+    rows = _read_csv(tmp_path / "run" / "train_log.csv")
+    assert [int(row["iteration"]) for row in rows] == [1, 2, 3]
+    rules = {"default": 1.0, "norm": 1.0, "head": 10.0}
+    for row in rows:
+        assert float(row["loss"]) > 0 and float(row["seconds_per_iter"]) > 0
+        assert float(row["images_per_s"]) == pytest.approx(2 / float(row["seconds_per_iter"]), rel=1e-3)
+        for group, mult in rules.items():  # the rate each group trained with at that iteration
+            expected = lr_at(int(row["iteration"]) - 1, config.optimizer.lr * mult, config.schedule, 3)
+            assert float(row[f"lr_{group}"]) == pytest.approx(expected, rel=1e-5)
+    validation = _read_csv(tmp_path / "run" / "val_log.csv")
+    assert [row["iteration"] for row in validation] == ["3"]
+    assert validation[0]["J-Mean"] == f"{result.validation['J-Mean']:.6g}"
+    assert 0 <= result.validation["J-Mean"] <= 1 and 0 <= result.validation["F-Mean"] <= 1
+    assert result.validation["J&F-Mean"] == pytest.approx((result.validation["J-Mean"] + result.validation["F-Mean"]) / 2)
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_bad_data_is_reported_at_start_up_with_the_file_names(tmp_path, capsys):
+    layout = write_flat_split(tmp_path / "data", videos=1, frames=3)
+    bad_flow = layout.flow_path("train", "video0", 1)
+    Image.fromarray(np.zeros((40, 64, 3), np.uint8)).save(bad_flow)
+    options = ["--options", f"data.root={tmp_path / 'data'}", "data.val_root=none"]
+    assert hfan_main(["train", "hfan-b0-160k", "--work-dir", str(tmp_path / "run"), "--device", "cpu", *options]) == 2
+    error = capsys.readouterr().err
+    assert "size mismatch" in error and str(bad_flow) in error and "64x40" in error
+    assert str(bad_flow) in (tmp_path / "run" / "data_problems.txt").read_text()
+    assert not list((tmp_path / "run").glob("*.pth"))
+
+    layout.mask_path("train", "video0", 2).unlink()
+    assert hfan_main(["train", "hfan-b0-160k", "--work-dir", str(tmp_path / "run"), "--device", "cpu", *options]) == 2
+    assert str(layout.mask_path("train", "video0", 2)) in capsys.readouterr().err
+
+
+def test_validation_split_is_checked_at_start_up(tmp_path):
+    write_flat_split(tmp_path / "data", videos=1, frames=3)
+    layout = write_flat_split(tmp_path / "data", "val", videos=1, frames=3)
+    layout.mask_path("val", "video0", 1).unlink()
+    with pytest.raises(FileNotFoundError, match="video0_00001.png"):
+        train(tiny_config(tmp_path / "data", f"data.val_root={tmp_path / 'data'}"), tmp_path / "run", device="cpu")
+    assert not list((tmp_path / "run").glob("*.pth"))
+
+
+def test_load_from_starts_from_the_given_weights(tmp_path):
+    write_flat_split(tmp_path / "data", videos=1, frames=3)
+    config = tiny_config(tmp_path / "data", "iterations=1", preset="hfan-b0-refine")
+    torch.manual_seed(7)
+    source = build_model(model_config(config))
+    save_checkpoint(tmp_path / "stage1.pth", source, model_config(config))
+    config.load_from = str(tmp_path / "stage1.pth")
+    result = train(config, tmp_path / "run", device="cpu", progress=False)
+    # one AdamW step at 1e-5 (head 1e-4) moves a weight by about the learning rate
+    for (name, trained), start in zip(result.model.state_dict().items(), source.state_dict().values()):
+        if trained.is_floating_point() and "running" not in name:
+            torch.testing.assert_close(trained, start, atol=2e-4, rtol=0, msg=name)
+    assert not torch.equal(result.model.decode_head.linear_pred.weight, source.decode_head.linear_pred.weight)
+
+    config.load_from = None
+    config.pretrained = str(tmp_path / "stage1.pth")  # not an ImageNet backbone file
+    with pytest.raises(ValueError, match="does not match the model"):
+        train(config, tmp_path / "run2", device="cpu", progress=False)
+
+
+def test_resume_refuses_weights_only_files_and_another_global_batch(tmp_path):
+    write_flat_split(tmp_path / "data", videos=1, frames=3)
+    config = tiny_config(tmp_path / "data", "iterations=1")
+    save_checkpoint(tmp_path / "weights.pth", build_model(model_config(config)), model_config(config))
+    with pytest.raises(ValueError, match="use --load-from"):
+        launch(None, tmp_path / "run", resume=str(tmp_path / "weights.pth"), device="cpu")
+    with pytest.raises(ValueError, match="give no preset"):
+        launch("hfan-b0-160k", tmp_path / "run", resume=str(tmp_path / "weights.pth"), device="cpu")
+    train(config, tmp_path / "run", device="cpu", progress=False)
+    with pytest.raises(ValueError, match="nothing left to do"):
+        launch(None, tmp_path / "run2", resume=str(tmp_path / "run"), device="cpu")
+    with pytest.raises(ValueError, match="2 samples per step but this run has 4"):
+        launch(None, tmp_path / "run2", resume=str(tmp_path / "run"), device="cpu",
+               options=["iterations=2", "grad_accum_steps=2"])

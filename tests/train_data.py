@@ -35,9 +35,9 @@ def write_flat_split(root: Path, split: str = "train", videos: int = 2, frames: 
     return layout
 
 
-def tiny_config(root: Path, *overrides: str) -> TrainConfig:
-    """hfan-b0 stage 1 on 64x64 crops, batch 2, no workers, no validation, every step logged."""
-    config = get_train_preset("hfan-b0-160k")
+def tiny_config(root: Path, *overrides: str, preset: str = "hfan-b0-160k") -> TrainConfig:
+    """hfan-b0 (stage 1 by default) on 64x64 crops, batch 2, no workers, no validation, every step logged."""
+    config = get_train_preset(preset)
     return apply_train_overrides(config, [
         f"data.root={root}", "data.val_root=none", "data.batch_per_gpu=2", "data.workers_per_gpu=0",
         "data.augment.crop_size=64,64", "data.augment.img_scale=128,64", "model.test.img_scale=128,64",
