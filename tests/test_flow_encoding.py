@@ -1,9 +1,13 @@
+import cv2
 import numpy as np
 import pytest
 import torch
 from torchvision.utils import flow_to_image as torchvision_flow_to_image
 
-from hfan.flow.encoding import flow_to_image, flows_to_images, make_colorwheel
+from conftest import shared_path
+from hfan.data.io import read_image
+from hfan.flow import build_flow_estimator
+from hfan.flow.encoding import flow_to_hfan_image, flow_to_image, flows_to_images, make_colorwheel
 
 
 def _field(*vectors):
@@ -65,3 +69,26 @@ def test_agrees_with_torchvision_on_single_images():
 def test_rejects_wrong_shapes():
     with pytest.raises(ValueError, match="HxWx2"):
         flow_to_image(np.zeros((4, 4, 3), np.float32))
+
+
+def _hue_and_saturation(image):
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL).astype(np.float64)
+    return hsv[..., 0] * 360 / 256, hsv[..., 1] / 255
+
+
+@pytest.mark.parametrize("video", ["blackswan", "libby"])
+def test_hfan_flow_files_hold_raft_colours_with_red_and_blue_swapped(video):
+    # HFAN's own flow image of frame 0 (RAFT, 0 -> 1) against DIS on the same DAVIS frames: the directions agree
+    # once red and blue are swapped, and are far apart in RAFT's channel order.
+    hfan = read_image(shared_path(f"data/hfan_demo/{video}_00000_fw.jpg"))
+    frames = [read_image(shared_path(f"data/davis16_mini/JPEGImages/480p/{video}/{i:05d}.jpg")) for i in (0, 1)]
+    flow = build_flow_estimator("dis", preset="fast")(*frames)
+    hfan_hue, hfan_saturation = _hue_and_saturation(hfan)
+    for image, agrees in ((flow_to_hfan_image(flow), True), (flow_to_image(flow), False)):
+        hue, saturation = _hue_and_saturation(image)
+        coloured = (hfan_saturation > 0.2) & (saturation > 0.2)  # direction is defined where there is colour
+        difference = np.abs((hue - hfan_hue + 180) % 360 - 180)[coloured]
+        if agrees:
+            assert np.median(difference) < 5 and (difference < 20).mean() > 0.85  # measured 0-1.4 deg, 0.94-0.98
+        else:
+            assert np.median(difference) > 90  # measured 125-153 deg

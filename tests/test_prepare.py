@@ -8,7 +8,7 @@ from hfan.data.io import read_image, read_mask, write_image, write_mask
 from hfan.data.layouts import FlatLayout
 from hfan.data.prepare import FlowSettings, prepare_davis, prepare_video, prepare_youtube_vos, read_record, record_path
 from hfan.data.synthetic import make_video
-from hfan.flow import build_flow_estimator, flow_to_image
+from hfan.flow import build_flow_estimator, flow_to_hfan_image
 
 DAVIS_MINI = {"blackswan": 50, "car-shadow": 40, "libby": 49}
 ULTRAFAST = FlowSettings.of("dis", preset="ultrafast")
@@ -35,7 +35,8 @@ def davis_mini(tmp_path_factory):
 
 def _expected_flow_jpeg(tmp_path, frame_dir, first, second):
     frames = [read_image(frame_dir / f"{i:05d}.jpg") for i in (first, second)]
-    write_image(tmp_path / "expected.jpg", flow_to_image(build_flow_estimator("dis", preset="ultrafast")(*frames)))
+    flow = build_flow_estimator("dis", preset="ultrafast")(*frames)
+    write_image(tmp_path / "expected.jpg", flow_to_hfan_image(flow))
     return (tmp_path / "expected.jpg").read_bytes()
 
 

@@ -5,7 +5,7 @@ import pytest
 from hfan.data.io import read_image, read_mask
 from hfan.data.layouts import FlatLayout
 from hfan.data.synthetic import make_video, write_synthetic_split
-from hfan.flow import build_flow_estimator, flow_to_image
+from hfan.flow import build_flow_estimator, flow_to_hfan_image
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_writes_the_flat_layout(tmp_path):
     video = make_video([5, 1], num_frames=3, size=(64, 80), num_objects=2)
     sample = samples[3 + 2]
     np.testing.assert_array_equal(read_mask(sample.mask), video.union_masks[2])
-    assert np.abs(read_image(sample.flow).astype(int) - flow_to_image(video.flows[2])).mean() < 3  # JPEG q95
+    assert np.abs(read_image(sample.flow).astype(int) - flow_to_hfan_image(video.flows[2])).mean() < 3  # JPEG q95
     raw = np.load(FlatLayout(tmp_path).raw_flow_path("train", names[1], 2))
     assert raw.dtype == np.float16
     np.testing.assert_allclose(raw, video.flows[2], atol=0.01)

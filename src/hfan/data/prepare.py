@@ -1,7 +1,8 @@
 """`hfan prepare`: DAVIS, YouTube-VOS or any video into the original's flat layout (SPEC §6.1).
 
     <out>/frame/<split>/<video>_<00000>.jpg      the frame: a JPEG source copied byte for byte, else JPEG q95
-    <out>/flow/<split>/<video>_<00000>.jpg       its flow (hfan.flow.video convention) as a colour image, JPEG q95
+    <out>/flow/<split>/<video>_<00000>.jpg       its flow (hfan.flow.video convention) as HFAN's colour image
+                                                 (red and blue swapped, see hfan.flow.encoding), JPEG q95
     <out>/mask/<split>/<video>_<00000>.png       0/1 foreground, all objects merged (annotated datasets only)
     <out>/flow_raw/<split>/<video>_<00000>.npy   the raw flow, float16 HxWx2 (with save_raw)
     <out>/.prepare/<split>/<video>.json          written last: the video is complete (settings, frames, fps, size)
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from hfan.data.io import (copy_file, list_frame_files, open_frames, read_image, read_mask, remove_temp_files,
                           save_array, write_image, write_json, write_mask)
 from hfan.data.layouts import FLOW_DIR, FRAME_DIR, MASK_DIR, RAW_FLOW_DIR, FlatLayout
-from hfan.flow import FlowEstimator, build_flow_estimator, flow_to_image, flows_at, video_flows
+from hfan.flow import FlowEstimator, build_flow_estimator, flow_to_hfan_image, flows_at, video_flows
 
 RECORD_DIR = ".prepare"
 DAVIS_RESOLUTION = "480p"  # HFAN trains and tests at DAVIS 480p (854x480)
@@ -88,7 +89,7 @@ class PrepareReport:
     prepared: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (f"{self.out}: {self.samples_total} samples in {self.videos_prepared + self.videos_skipped} videos "
+        return (f"{self.out}: {self.samples_total} samples in {self.videos_prepared + self.videos_skipped} video(s) "
                 f"({self.videos_prepared} prepared, {self.videos_skipped} already complete)")
 
 
@@ -143,7 +144,8 @@ def write_flat_sample(layout: FlatLayout, split: str, video: str, index: int, fr
                       mask: np.ndarray | None = None, frame_file: Path | None = None,
                       save_raw_flow: bool = False) -> None:
     """One sample of the flat layout: the frame (`frame_file` copied byte for byte when it is a JPEG, else
-    `frame` encoded), the flow's colour image, the 0/1 mask when given, the float16 raw flow when asked."""
+    `frame` encoded), the flow's colour image in HFAN's channel order, the 0/1 mask when given, the float16
+    raw flow when asked."""
     if frame_file is not None and frame_file.suffix.lower() in _JPEG_SUFFIXES:
         copy_file(frame_file, layout.frame_path(split, video, index))
     else:
@@ -152,7 +154,7 @@ def write_flat_sample(layout: FlatLayout, split: str, video: str, index: int, fr
         write_mask(layout.mask_path(split, video, index), mask, foreground_value=1)
     if save_raw_flow:
         save_array(layout.raw_flow_path(split, video, index), flow.astype(np.float16))
-    write_image(layout.flow_path(split, video, index), flow_to_image(flow))
+    write_image(layout.flow_path(split, video, index), flow_to_hfan_image(flow))
 
 
 def _read_sample_mask(source: SampleSource, frame: np.ndarray) -> np.ndarray | None:
@@ -251,6 +253,8 @@ def run_jobs(jobs: list[VideoJob], out: str | Path, settings: FlowSettings, work
                 for video, count, skipped in pool.imap_unordered(_prepare_in_worker, arguments):
                     bar.update(count)
                     account(video, count, skipped)
+        bar.total = bar.n  # a video's header may have claimed more frames than it holds
+        bar.refresh()
     return report
 
 

@@ -5,6 +5,12 @@ HFAN's flow images were drawn by RAFT's visualiser (SPEC §6.1), so we repeat it
 used: it normalises a batch by the largest magnitude over the WHOLE batch (one image's colours would then depend
 on the other images in its batch) and uses another epsilon.
 
+HFAN's own flow files hold these colours with red and blue exchanged (RAFT's RGB array was evidently saved with
+`cv2.imwrite`, which expects BGR): on both of its demo frames our flow, drawn here and R/B-swapped, has the
+same hue as HFAN's image to a median 0-1.4 degrees, against 125-153 degrees unswapped (benchmarks/flow_look.py).
+HFAN's loader then reads the file with OpenCV and converts BGR to RGB, so its released models were trained on
+the swapped colours. `flow_to_hfan_image` gives that image; the flat layout stores it.
+
 Colours: hue = direction (flow to the right is red, down yellow, left cyan-blue, up blue-violet; image
 coordinates, v points down), saturation = magnitude / the largest magnitude of the image; zero flow is
 white. Output is RGB uint8.
@@ -78,3 +84,9 @@ def flow_to_image(flow: np.ndarray) -> np.ndarray:
 def flows_to_images(flows: Iterable[np.ndarray] | np.ndarray) -> np.ndarray:
     """NxHxWx2 flows -> NxHxWx3 images, each normalised by ITS OWN largest magnitude (unlike torchvision)."""
     return np.stack([flow_to_image(flow) for flow in flows])
+
+
+def flow_to_hfan_image(flow: np.ndarray) -> np.ndarray:
+    """The flow image as HFAN's files hold it (decoded as RGB): `flow_to_image` with red and blue swapped.
+    This is what HFAN's models saw as their RGB flow input."""
+    return np.ascontiguousarray(flow_to_image(flow)[:, :, ::-1])
