@@ -30,3 +30,12 @@ def test_samples_sorted_and_missing_files_named(tmp_path):
         layout.samples("train")
     with pytest.raises(FileNotFoundError, match="hfan prepare"):
         layout.samples("val")
+
+
+def test_samples_ignore_hidden_temporary_files(tmp_path):
+    layout = FlatLayout(tmp_path)
+    _write(layout.frame_path("val", "a", 0), np.zeros((4, 4, 3), np.uint8))
+    _write(layout.flow_path("val", "a", 0), np.zeros((4, 4, 3), np.uint8))
+    # What hfan.data.io.atomic_path leaves behind when a process is killed mid-write.
+    _write(layout.frame_path("val", "a", 1).with_name(".a_00001.tmp-12-0a1b2c3d.jpg"), np.zeros((4, 4, 3), np.uint8))
+    assert [s.stem for s in layout.samples("val", require_masks=False)] == ["a_00000"]

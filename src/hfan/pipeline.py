@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from hfan.data import io
 from hfan.data.layouts import FlatLayout, Sample
-from hfan.flow import build_flow_estimator, flow_to_image, video_flows
+from hfan.flow import build_flow_estimator, flow_to_hfan_image, video_flows
 from hfan.flow.estimators import FlowEstimator
 from hfan.inference import Predictor
 
@@ -104,7 +104,7 @@ def segment_video(source: str | os.PathLike | Iterable[np.ndarray], model: torch
     def run(batch):
         nonlocal index
         start = time.perf_counter()
-        flow_images = [flow_to_image(f) for _, f in batch]
+        flow_images = [flow_to_hfan_image(f) for _, f in batch]  # the colours HFAN was trained on
         start = timings.add("flow", start)
         predictions = predictor.predict([frame for frame, _ in batch], flow_images)
         timings.add("model", start)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 FRAME_DIR, FLOW_DIR, MASK_DIR = "frame", "flow", "mask"
 FRAME_SUFFIX, FLOW_SUFFIX, MASK_SUFFIX = ".jpg", ".jpg", ".png"
+# Ours, not the original's: the raw flow (float16 HxWx2 .npy) kept by `hfan prepare --save-raw-flow`.
+RAW_FLOW_DIR, RAW_FLOW_SUFFIX = "flow_raw", ".npy"
 _FLAT_STEM = re.compile(r"^(?P<video>.+)_(?P<index>\d{5})$")
 
 
@@ -57,6 +59,9 @@ class FlatLayout:
     def mask_path(self, split: str, video: str, index: int) -> Path:
         return self.root / MASK_DIR / split / (flat_stem(video, index) + MASK_SUFFIX)
 
+    def raw_flow_path(self, split: str, video: str, index: int) -> Path:
+        return self.root / RAW_FLOW_DIR / split / (flat_stem(video, index) + RAW_FLOW_SUFFIX)
+
     def samples(self, split: str, require_masks: bool = True) -> list[Sample]:
         """Every sample of a split, sorted by video then frame.
 
@@ -69,6 +74,8 @@ class FlatLayout:
                                     f"<root>/frame/<split>/<video>_<00000>.jpg (run `hfan prepare` first)")
         samples, missing = [], []
         for path in sorted(frame_dir.glob("*" + FRAME_SUFFIX)):
+            if path.name.startswith("."):  # an interrupted writer's temporary file (hfan.data.io.atomic_path)
+                continue
             video, index = parse_flat_stem(path.stem)
             flow = self.flow_path(split, video, index)
             mask = self.mask_path(split, video, index)

@@ -1,0 +1,156 @@
+"""From a video to masks: `hfan segment`, `hfan infer`, the Python API, resumption and bad input."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_path
+from hfan import build_model, get_preset, load_model, save_checkpoint
+from hfan.cli import main
+from hfan.data import io
+from hfan.pipeline import segment_video
+
+# A small test scale keeps CPU tests quick; the code path is the official one.
+SMALL = ["test.img_scale=256,128"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = get_preset("hfan-b0")
+    return save_checkpoint(tmp_path_factory.mktemp("weights") / "hfan-b0-random.pth", build_model(config), config)
+
+
+def _frames(count, height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (height + 8 * count, width + 8 * count, 3), dtype=np.uint8)
+    return [np.ascontiguousarray(base[4 * i:4 * i + height, 3 * i:3 * i + width]) for i in range(count)]
+
+
+def test_segment_a_real_video(checkpoint, tmp_path, capsys):
+    video = shared_path("data/videos/tree.avi")
+    out = tmp_path / "tree"
+    assert main(["segment", str(video), "--out", str(out), "--checkpoint", str(checkpoint), "--fast",
+                 "--save-probabilities", "--options", *SMALL]) == 0
+    count = sum(1 for _ in io.open_frames(video))
+    masks = sorted((out / "masks").glob("*.png"))
+    assert len(masks) == count == 68  # the container claims 444 frames; 68 decode
+    assert {cv2.imread(str(m), cv2.IMREAD_UNCHANGED).shape for m in masks} == {(240, 320)}
+    assert set(np.unique(cv2.imread(str(masks[0]), cv2.IMREAD_UNCHANGED))) <= {0, 255}
+    assert len(list((out / "probabilities").glob("*.png"))) == count
+    overlay = io.open_frames(out / "overlay.mp4")
+    assert sum(1 for _ in overlay) == count and overlay.size == (320, 240)
+    assert overlay.fps == pytest.approx(io.open_frames(video).fps, rel=1e-3)
+    assert "68 frames" in capsys.readouterr().out
+
+
+def test_python_api_is_lazy_and_matches_predict(checkpoint):
+    model = load_model(checkpoint, options=SMALL)
+    frames = _frames(3, 61, 87)  # odd sizes
+    results = segment_video(frames, model, flow="dis", batch_size=2)
+    first = next(results)
+    assert first.index == 0 and first.mask.shape == (61, 87) and first.probability.dtype == np.float32
+    rest = list(results)
+    assert [r.index for r in rest] == [1, 2]
+    direct = model.predict(frames[2], rest[-1].flow_image)
+    assert np.array_equal(direct.mask, rest[-1].mask)
+
+
+def test_frame_folder_odd_size_and_one_frame_video(checkpoint, tmp_path):
+    folder = tmp_path / "frames"
+    for index, frame in enumerate(_frames(3, 45, 67)):
+        io.write_image(folder / f"frame{index}.png", frame)
+    assert main(["segment", str(folder), "--out", str(tmp_path / "a"), "--checkpoint", str(checkpoint),
+                 "--no-overlay", "--save-flow", "--options", *SMALL]) == 0
+    assert len(list((tmp_path / "a" / "masks").glob("*.png"))) == 3
+    single = tmp_path / "single"
+    io.write_image(single / "only.jpg", _frames(1, 50, 70)[0])
+    assert main(["segment", str(single), "--out", str(tmp_path / "b"), "--checkpoint", str(checkpoint),
+                 "--save-flow", "--options", *SMALL]) == 0
+    flow_image = io.read_image(tmp_path / "b" / "flow" / "00000.jpg")
+    assert flow_image.min() >= 250, "a one-frame video gets a zero flow, drawn white"
+    assert sum(1 for _ in io.open_frames(tmp_path / "b" / "overlay.mp4")) == 1
+
+
+def test_bad_inputs_give_one_clear_error(checkpoint, tmp_path, capsys, monkeypatch):
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 1000)
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["segment", str(tmp_path / "broken.mp4"), "--checkpoint", str(checkpoint)], "broken.mp4"),
+        (["segment", str(tmp_path / "empty"), "--checkpoint", str(checkpoint)], "holds no frames"),
+        (["segment", str(tmp_path / "nothing.mp4"), "--checkpoint", str(checkpoint)], "nothing.mp4 does not exist"),
+        (["segment", str(tmp_path / "empty"), "--checkpoint", str(tmp_path / "absent.pth")], "absent.pth does not exist"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+    monkeypatch.setenv("HFAN_HOME", str(tmp_path / "home"))
+    assert main(["segment", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "no weights for hfan-small" in err and "--checkpoint" in err and "HFAN-s-converted.pth" in err
+
+
+@pytest.fixture(scope="module")
+def davis_prepared(tmp_path_factory):
+    """davis16_mini laid out as a DAVIS root, then `hfan prepare davis` (DIS flow)."""
+    mini = shared_path("data/davis16_mini")
+    root = tmp_path_factory.mktemp("davis")
+    for part in ("JPEGImages", "Annotations"):
+        shutil.copytree(mini / part, root / part)
+    (root / "ImageSets" / "2016").mkdir(parents=True)
+    (root / "ImageSets" / "2016" / "val.txt").write_text("blackswan\ncar-shadow\nlibby\n")
+    (root / "ImageSets" / "2016" / "train.txt").write_text("")
+    out = tmp_path_factory.mktemp("prepared") / "DAVIS2SEG"
+    assert main(["prepare", "davis", "--davis-root", str(root), "--out", str(out), "--splits", "val"]) == 0
+    return root, out
+
+
+@pytest.mark.slow
+def test_prepare_infer_eval_end_to_end(checkpoint, davis_prepared, tmp_path, capsys):
+    root, prepared = davis_prepared
+    out = tmp_path / "pred"
+    assert main(["infer", "--checkpoint", str(checkpoint), "--data", str(prepared), "--split", "val",
+                 "--out", str(out), "--fast", "--options", *SMALL, "--eval", "--gt", str(root)]) == 0
+    printed = capsys.readouterr().out
+    assert "139 frames written" in printed and "J&F-Mean" in printed
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["blackswan", "car-shadow", "libby"]
+    assert len(list(out.glob("*/*.png"))) == 139
+    # The masks written equal what model.predict returns for the same frame and flow image.
+    model = load_model(checkpoint, options=SMALL + ["test.mode=whole"])
+    frame = io.read_image(prepared / "frame" / "val" / "libby_00007.jpg")
+    flow_image = io.read_image(prepared / "flow" / "val" / "libby_00007.jpg")
+    written = cv2.imread(str(out / "libby" / "00007.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(written == 255, model.predict(frame, flow_image).mask)
+
+
+@pytest.mark.slow
+def test_infer_resumes_after_being_killed(checkpoint, davis_prepared, tmp_path):
+    _, prepared = davis_prepared
+    out = tmp_path / "pred"
+    command = [sys.executable, "-m", "hfan", "infer", "--checkpoint", str(checkpoint), "--data", str(prepared),
+               "--out", str(out), "--batch-size", "1", "--options", *SMALL]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list(out.glob("*/*.png"))) < 5 and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = {p: p.stat().st_mtime_ns for p in out.glob("*/*.png")}
+    assert 5 <= len(done_before) < 139
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert f"{len(done_before)} already complete" in result.stdout
+    assert len(list(out.glob("*/*.png"))) == 139
+    assert all(p.stat().st_mtime_ns == t for p, t in done_before.items()), "complete frames are not redone"
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")], "no partial file survives"
+    for mask in out.glob("*/*.png"):
+        assert cv2.imread(str(mask), cv2.IMREAD_UNCHANGED) is not None
