@@ -214,3 +214,15 @@ def test_resume_refuses_weights_only_files_and_another_global_batch(tmp_path):
     with pytest.raises(ValueError, match="2 samples per step but this run has 4"):
         launch(None, tmp_path / "run2", resume=str(tmp_path / "run"), device="cpu",
                options=["iterations=2", "grad_accum_steps=2"])
+
+
+@pytest.mark.slow
+# The scaler skips the first step (inf gradients at its initial scale), and torch warns that the scheduler moved.
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
+def test_fp16_autocast_trains_with_a_gradient_scaler_that_is_checkpointed(tmp_path):
+    write_flat_split(tmp_path / "data", videos=1, frames=3)
+    result = train(tiny_config(tmp_path / "data", "iterations=2", "precision=fp16"), tmp_path / "run",
+                   device="cpu", progress=False)
+    scaler = read_checkpoint_file(result.checkpoint)["scaler"]
+    assert scaler["scale"] > 1  # an active scaler (fp32/bf16 keep an empty state)
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())

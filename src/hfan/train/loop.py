@@ -28,8 +28,9 @@ from hfan.models.checkpoints import (extract_state_dict, load_imagenet_backbone,
 from hfan.models.segmentor import HFANSegmentor, build_model
 from hfan.train import distributed
 from hfan.train.checkpointing import (capture_rng_state, checkpoint_name, read_training_checkpoint,
-                                      restore_rng_state, save_training_checkpoint)
-from hfan.train.config import TrainConfig, model_config
+                                      resolve_resume_path, restore_rng_state, save_training_checkpoint,
+                                      saved_train_config)
+from hfan.train.config import TrainConfig, apply_train_overrides, get_train_preset, model_config
 from hfan.train.distributed import Context
 from hfan.train.logs import TrainLog
 from hfan.train.optim import IterationLR, build_optimizer, build_scheduler
@@ -293,9 +294,6 @@ def run_config(preset: str | None, options: list[str] | tuple[str, ...] = (), pr
                load_from: str | None = None, resume: str | None = None) -> TrainConfig:
     """The configuration of `hfan train`: a preset with overrides, or, with `resume`, the run's own saved
     configuration (overrides still apply, e.g. `data.workers_per_gpu=4`)."""
-    from hfan.train.checkpointing import resolve_resume_path, saved_train_config
-    from hfan.train.config import apply_train_overrides, get_train_preset
-
     if resume is not None:
         if preset is not None or pretrained or load_from:
             raise ValueError("--resume continues a run with its saved configuration and weights: "
