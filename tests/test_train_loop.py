@@ -170,6 +170,12 @@ def test_bad_data_is_reported_at_start_up_with_the_file_names(tmp_path, capsys):
     assert hfan_main(["train", "hfan-b0-160k", "--work-dir", str(tmp_path / "run"), "--device", "cpu", *options]) == 2
     assert str(layout.mask_path("train", "video0", 2)) in capsys.readouterr().err
 
+    write_flat_split(tmp_path / "data", videos=1, frames=3)  # repaired: the run starts, the old list goes
+    assert hfan_main(["train", "hfan-b0-160k", "--work-dir", str(tmp_path / "run"), "--device", "cpu", "--no-progress",
+                      *options, "iterations=1", "tensorboard=false", "data.batch_per_gpu=2", "data.workers_per_gpu=0",
+                      "data.augment.crop_size=64,64", "data.augment.img_scale=128,64"]) == 0
+    assert not (tmp_path / "run" / "data_problems.txt").exists() and (tmp_path / "run" / "iter_1.pth").exists()
+
 
 def test_validation_split_is_checked_at_start_up(tmp_path):
     write_flat_split(tmp_path / "data", videos=1, frames=3)

@@ -75,15 +75,17 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     load_state_dict_strict(model, state, str(path))
 
 
-def build_dataset(config: TrainConfig, context: Context, work_dir: Path) -> FlatTrainDataset:
+def build_dataset(config: TrainConfig, context: Context, work_dir: Path, progress: bool) -> FlatTrainDataset:
     """The training set, its files checked at start-up: missing files on every rank, sizes on rank 0 (headers of
     every file), whose verdict all ranks share so that they stop together."""
     data = config.data
     dataset = FlatTrainDataset(data.root, data.split, TrainTransform(data.augment), data.repeat, config.seed)
     problem = None
     if context.is_main:
+        report = work_dir / DATA_REPORT
         try:
-            dataset.validate_sizes(progress=True, report_path=work_dir / DATA_REPORT)
+            dataset.validate_sizes(progress=progress, report_path=report)
+            report.unlink(missing_ok=True)  # a list left by an earlier, failed start
         except ValueError as error:
             problem = str(error)
     problem = distributed.from_main(context, problem)
@@ -125,7 +127,7 @@ class _Trainer:
         self.device = context.device
         self.progress = progress and context.is_main
         set_determinism(config.seed, config.deterministic)
-        self.dataset = build_dataset(config, context, work_dir)
+        self.dataset = build_dataset(config, context, work_dir, self.progress)
         if config.data.val_root:
             scored_samples(config.data.val_root, config.data.val_split)  # a broken validation split fails now
 
