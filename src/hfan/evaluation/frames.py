@@ -200,6 +200,18 @@ def _quiet_worker() -> None:
     cv2.setNumThreads(1)
 
 
+def _worker_context():
+    """forkserver where available: plain fork deadlocks when the caller has already run OpenCV's or torch's
+    thread pools (as `hfan infer --eval` has), since the children inherit their locks without their threads.
+    The server is forked once from a clean process with the evaluation modules preloaded, so workers start fast."""
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" not in methods:
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["hfan.evaluation.davis", "hfan.evaluation.vsod"])
+    return context
+
+
 def _call_indexed(function: Callable[[SequenceFrames], Result],
                   item: tuple[int, SequenceFrames]) -> tuple[int, Result]:
     index, sequence = item
@@ -226,10 +238,7 @@ def map_sequences(function: Callable[[SequenceFrames], Result], sequences: Seque
                 bar.update(len(sequence.frames))
         else:
             longest_first = sorted(enumerate(sequences), key=lambda item: -len(item[1].frames))
-            # fork starts the workers in milliseconds; they use only numpy, OpenCV and Pillow.
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if "fork" in methods else None)
-            with context.Pool(workers, initializer=_quiet_worker) as pool:
+            with _worker_context().Pool(workers, initializer=_quiet_worker) as pool:
                 for index, result in pool.imap_unordered(partial(_call_indexed, function), longest_first):
                     results[index] = result
                     bar.update(len(sequences[index].frames))
