@@ -158,3 +158,11 @@ def test_infer_resumes_after_being_killed(checkpoint, davis_prepared, tmp_path):
     assert not [p for p in out.rglob("*") if p.name.startswith(".")], "no partial file survives"
     for mask in out.glob("*/*.png"):
         assert cv2.imread(str(mask), cv2.IMREAD_UNCHANGED) is not None
+
+
+def test_readme_example_runs():
+    video = shared_path("data/videos/tree.avi")
+    example = Path(__file__).resolve().parents[1] / "examples" / "segment_with_random_weights.py"
+    result = subprocess.run([sys.executable, str(example), str(video)], capture_output=True, text=True, check=True)
+    assert "frame 4:" in result.stdout and "frame 5:" not in result.stdout
+    assert "one frame through model.predict: (240, 320)" in result.stdout
