@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hfan.data.datasets import FlatTrainDataset, read_mask, read_rgb
+from hfan.data.datasets import FlatTrainDataset, read_class_ids, read_rgb
 from hfan.data.layouts import FlatLayout
 
 
@@ -106,7 +106,7 @@ def test_validate_sizes_flags_colour_masks(tmp_path):
     with pytest.raises(ValueError, match="mask mode RGB"):
         FlatTrainDataset(tmp_path, "train").validate_sizes(progress=False)
     with pytest.raises(ValueError, match="one channel"):
-        read_mask(mask_path)
+        read_class_ids(mask_path)
 
 
 def test_masks_must_hold_class_ids(tmp_path):
@@ -115,14 +115,14 @@ def test_masks_must_hold_class_ids(tmp_path):
     mask[2:5, 2:5] = 255
     _write(path, mask)
     with pytest.raises(ValueError, match="0/255 annotation"):
-        read_mask(path)
+        read_class_ids(path)
     mask[0, 0] = 1
     _write(path, mask)
-    assert read_mask(path).max() == 255  # 0/1 with some ignore pixels is valid
+    assert read_class_ids(path).max() == 255  # 0/1 with some ignore pixels is valid
     mask[0, 1] = 7
     _write(path, mask)
     with pytest.raises(ValueError, match=r"values \[0, 1, 7, 255\]"):
-        read_mask(path)
+        read_class_ids(path)
 
 
 def test_missing_flow_is_reported_at_construction(tmp_path):

@@ -130,7 +130,11 @@ def test_prepare_infer_eval_end_to_end(checkpoint, davis_prepared, tmp_path, cap
     frame = io.read_image(prepared / "frame" / "val" / "libby_00007.jpg")
     flow_image = io.read_image(prepared / "flow" / "val" / "libby_00007.jpg")
     written = cv2.imread(str(out / "libby" / "00007.png"), cv2.IMREAD_UNCHANGED)
-    assert np.array_equal(written == 255, model.predict(frame, flow_image).mask)
+    prediction = model.predict(frame, flow_image)
+    # Batched and single forwards differ by float rounding: equal wherever the pixel is not a near-tie.
+    decided = np.abs(prediction.probability - 0.5) > 1e-4
+    assert decided.mean() > 0.9
+    assert np.array_equal((written == 255)[decided], prediction.mask[decided])
 
 
 @pytest.mark.slow
@@ -154,3 +158,11 @@ def test_infer_resumes_after_being_killed(checkpoint, davis_prepared, tmp_path):
     assert not [p for p in out.rglob("*") if p.name.startswith(".")], "no partial file survives"
     for mask in out.glob("*/*.png"):
         assert cv2.imread(str(mask), cv2.IMREAD_UNCHANGED) is not None
+
+
+def test_readme_example_runs():
+    video = shared_path("data/videos/tree.avi")
+    example = Path(__file__).resolve().parents[1] / "examples" / "segment_with_random_weights.py"
+    result = subprocess.run([sys.executable, str(example), str(video)], capture_output=True, text=True, check=True)
+    assert "frame 4:" in result.stdout and "frame 5:" not in result.stdout
+    assert "one frame through model.predict: (240, 320)" in result.stdout

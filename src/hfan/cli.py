@@ -80,7 +80,8 @@ def _run_export_onnx(args) -> int:
 
 
 def _add_model_arguments(parser, default_model: str | None) -> None:
-    parser.add_argument("--model", default=default_model, help="preset: hfan-b0, hfan-small, hfan-medium, hfan-large")
+    parser.add_argument("--model", default=default_model,
+                        help="preset: hfan-b0, hfan-small, hfan-medium, hfan-large (default: what the checkpoint holds)")
     parser.add_argument("--checkpoint", help="weights: an official *-converted.pth or a file of ours")
     parser.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
                         help="dotted overrides, e.g. decode_head.select_method=im test.mode=whole")
@@ -116,7 +117,7 @@ def _add_segment(subparsers) -> None:
     parser = subparsers.add_parser("segment", help="a video file or frame folder -> masks and an overlay video")
     parser.add_argument("input", help="video file (mp4, avi, mov, mkv) or folder of frames")
     parser.add_argument("--out", default=None, help="output folder (default: <input name>_hfan next to it)")
-    _add_model_arguments(parser, "hfan-small")
+    _add_model_arguments(parser, None)
     parser.add_argument("--flow", default="dis", help="dis (default, no weights), farneback, raft_small, raft_large")
     parser.add_argument("--raft-weights", default=None, help="local RAFT weights file (torchvision state dict)")
     parser.add_argument("--save-probabilities", action="store_true", help="also 8-bit foreground probability PNGs")
@@ -131,7 +132,8 @@ def _run_segment(args) -> int:
     from hfan.pipeline import find_checkpoint, segment_to_folder
 
     source = Path(args.input)
-    checkpoint = args.checkpoint or find_checkpoint(args.model)
+    # Without --checkpoint: the cached weights of --model (default hfan-small); with it, the file says the model.
+    checkpoint = args.checkpoint or find_checkpoint(args.model or "hfan-small")
     predictor = _build_predictor(args, checkpoint)
     flow_options = {"weights": args.raft_weights} if args.raft_weights else {}
     if args.flow.startswith("raft"):

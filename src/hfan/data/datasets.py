@@ -30,7 +30,7 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def read_mask(path: Path, ignore_index: int = 255) -> np.ndarray:
+def read_class_ids(path: Path, ignore_index: int = 255) -> np.ndarray:
     """Class-id mask, uint8 (H, W), values 0/1 (ignore_index allowed)."""
     try:
         with Image.open(path) as image:
@@ -103,7 +103,7 @@ class FlatTrainDataset(torch.utils.data.Dataset):
         """Frame and flow image (uint8 RGB) and mask (uint8 class ids) of item `index`, un-augmented."""
         sample = self.samples[index % len(self.samples)]
         frame, flow = read_rgb(sample.frame), read_rgb(sample.flow)
-        mask = read_mask(sample.mask, self.transform.cfg.ignore_index)
+        mask = read_class_ids(sample.mask, self.transform.cfg.ignore_index)
         if not frame.shape[:2] == flow.shape[:2] == mask.shape:
             raise ValueError(f"sizes differ: frame {sample.frame} {frame.shape[1]}x{frame.shape[0]}, "
                              f"flow {sample.flow} {flow.shape[1]}x{flow.shape[0]}, "

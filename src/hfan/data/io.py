@@ -134,21 +134,46 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: not a readable image ({error})") from None
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPE = 25  # byte offset of the colour type in the IHDR chunk that every PNG starts with
+_PNG_PALETTE = 3
+_PNG_WITH_ALPHA = (4, 6)
+
+
+def open_image(path: Path) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from error
+    return image
+
+
 def read_mask(path: str | Path) -> np.ndarray:
-    """Foreground as bool HxW, all objects merged. Palette PNGs (DAVIS-2017, YouTube-VOS): every object index
-    > 0. Grey masks: a 0/1 mask by value > 0, a 0/255 mask (DAVIS-2016) by value > 127, so that stray
-    anti-aliasing values do not count."""
+    """A mask PNG as a bool array: 0/1, 0/255, soft 8-bit or palette images; any non-zero pixel is foreground.
+
+    Palette images are read as their indices (index 0 is background), never through their colours.
+    Colour images count a pixel as foreground when any colour channel is non-zero (alpha is ignored).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    try:
-        with Image.open(path) as image:
-            if image.mode == "P":
-                return np.asarray(image) > 0
-            values = np.asarray(image.convert("L"))
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{path}: not a readable mask image ({error})") from None
-    return values > (0 if values.max() <= 1 else 127)
+    data = path.read_bytes()
+    colour_type = data[_PNG_COLOUR_TYPE] if data[:8] == _PNG_SIGNATURE and len(data) > _PNG_COLOUR_TYPE else None
+    if colour_type is not None and colour_type != _PNG_PALETTE:
+        # OpenCV decodes PNG about a third faster than Pillow, which keeps the palette case (indices, not colours).
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise ValueError(f"cannot read {path}: not a valid PNG")
+        has_alpha = colour_type in _PNG_WITH_ALPHA
+    else:
+        image = open_image(path)
+        array, has_alpha = np.asarray(image), image.mode in ("RGBA", "LA", "PA")
+    if array.ndim == 2:
+        return array != 0
+    colours = array[..., :-1] if has_alpha else array
+    return colours.any(axis=2)
+
 
 
 # ----------------------------------------------------------------------------------------------- writing

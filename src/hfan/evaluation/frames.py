@@ -18,54 +18,18 @@ from typing import TypeVar
 
 import cv2
 import numpy as np
-from PIL import Image
+
+from hfan.data.io import open_image, read_mask  # noqa: F401  (read_mask: the one mask reader)
 
 MASK_SUFFIX = ".png"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_COLOUR_TYPE = 25  # byte offset of the colour type in the IHDR chunk that every PNG starts with
-_PNG_PALETTE = 3
-_PNG_WITH_ALPHA = (4, 6)
 _MAX_LISTED = 10
 
 Result = TypeVar("Result")
 
 
-def _open_image(path: Path) -> Image.Image:
-    try:
-        image = Image.open(path)
-        image.load()
-    except (OSError, SyntaxError) as error:
-        raise ValueError(f"cannot read {path}: {error}") from error
-    return image
-
-
-def read_mask(path: str | Path) -> np.ndarray:
-    """A mask PNG as a bool array: 0/1, 0/255, soft 8-bit or palette images; any non-zero pixel is foreground.
-
-    Palette images are read as their indices (index 0 is background), never through their colours.
-    Colour images count a pixel as foreground when any colour channel is non-zero (alpha is ignored).
-    """
-    path = Path(path)
-    data = path.read_bytes()
-    colour_type = data[_PNG_COLOUR_TYPE] if data[:8] == _PNG_SIGNATURE and len(data) > _PNG_COLOUR_TYPE else None
-    if colour_type is not None and colour_type != _PNG_PALETTE:
-        # OpenCV decodes PNG about a third faster than Pillow, which keeps the palette case (indices, not colours).
-        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if array is None:
-            raise ValueError(f"cannot read {path}: not a valid PNG")
-        has_alpha = colour_type in _PNG_WITH_ALPHA
-    else:
-        image = _open_image(path)
-        array, has_alpha = np.asarray(image), image.mode in ("RGBA", "LA", "PA")
-    if array.ndim == 2:
-        return array != 0
-    colours = array[..., :-1] if has_alpha else array
-    return colours.any(axis=2)
-
-
 def read_gray(path: str | Path) -> np.ndarray:
     """An 8-bit saliency map as uint8; colour maps give their first (red) channel, as the MATLAB toolbox does."""
-    image = _open_image(Path(path))
+    image = open_image(Path(path))
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise ValueError(f"{path} has {array.dtype} pixels ({image.mode}): expected an 8-bit saliency map")
@@ -200,6 +164,18 @@ def _quiet_worker() -> None:
     cv2.setNumThreads(1)
 
 
+def _worker_context():
+    """forkserver where available: plain fork deadlocks when the caller has already run OpenCV's or torch's
+    thread pools (as `hfan infer --eval` has), since the children inherit their locks without their threads.
+    The server is forked once from a clean process with the evaluation modules preloaded, so workers start fast."""
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" not in methods:
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["hfan.evaluation.davis", "hfan.evaluation.vsod"])
+    return context
+
+
 def _call_indexed(function: Callable[[SequenceFrames], Result],
                   item: tuple[int, SequenceFrames]) -> tuple[int, Result]:
     index, sequence = item
@@ -226,10 +202,7 @@ def map_sequences(function: Callable[[SequenceFrames], Result], sequences: Seque
                 bar.update(len(sequence.frames))
         else:
             longest_first = sorted(enumerate(sequences), key=lambda item: -len(item[1].frames))
-            # fork starts the workers in milliseconds; they use only numpy, OpenCV and Pillow.
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if "fork" in methods else None)
-            with context.Pool(workers, initializer=_quiet_worker) as pool:
+            with _worker_context().Pool(workers, initializer=_quiet_worker) as pool:
                 for index, result in pool.imap_unordered(partial(_call_indexed, function), longest_first):
                     results[index] = result
                     bar.update(len(sequences[index].frames))
