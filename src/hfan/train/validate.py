@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from hfan.config import InferenceConfig
-from hfan.data.datasets import read_mask, read_rgb
+from hfan.data.datasets import read_class_ids, read_rgb
 from hfan.data.layouts import FlatLayout, Sample
 from hfan.inference import Predictor
 
@@ -48,7 +48,7 @@ def predict_and_score(predictor: Predictor, samples: list[Sample], frames_per_ba
     for chunk in _chunks(samples, frames_per_batch):
         predictions = predictor.predict([read_rgb(s.frame) for s in chunk], [read_rgb(s.flow) for s in chunk])
         for sample, prediction in zip(chunk, predictions):
-            truth = read_mask(sample.mask) == 1
+            truth = read_class_ids(sample.mask) == 1
             j.append(jaccard(truth, prediction.mask))
             f.append(f_measure(truth, prediction.mask))
     return np.asarray(j), np.asarray(f)
