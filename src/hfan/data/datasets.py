@@ -5,8 +5,6 @@ and turned into RGB; masks with Pillow, unchanged (palette indices of a P-mode P
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from hfan.data.io import atomic_path
 from hfan.data.layouts import FlatLayout, Sample
 from hfan.data.transforms import TrainTransform
 
@@ -69,11 +68,8 @@ def _size_problem(sample: Sample) -> str | None:
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)
 
 
 class FlatTrainDataset(torch.utils.data.Dataset):

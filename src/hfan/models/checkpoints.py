@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -202,19 +201,14 @@ def load_imagenet_backbone(model: HFANSegmentor, path: str | os.PathLike) -> Non
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: ModelConfig, **extra) -> Path:
     """Our format: the configuration inside, so `load_model(path)` needs nothing else. Written atomically."""
+    from hfan.data.io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     module = model.module if hasattr(model, "module") else model
     payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": config.to_dict(),
                "state_dict": module.state_dict(), **extra}
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return path
 
 
