@@ -91,6 +91,15 @@ def _add_model_arguments(parser, default_model: str | None) -> None:
     parser.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"],
                         help="default: fp16 autocast on CUDA (as the official test), fp32 on CPU")
     parser.add_argument("--batch-size", type=int, default=4, help="frames per forward (default 4)")
+    speed = parser.add_argument_group("speed (same outputs as the plain path)")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the model (CPU: inductor with freezing, minutes of compile; CUDA: CUDA "
+                            "graphs); pays off over a whole dataset, not a few frames")
+    speed.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                       help="onnx: windows through onnxruntime (CPU, fp32)")
+    speed.add_argument("--no-malloc-tuning", action="store_true",
+                       help="leave glibc's allocator at its defaults (tuned by default: fewer page faults, the "
+                            "process keeps its peak memory)")
 
 
 def _build_predictor(args, checkpoint):
@@ -101,7 +110,10 @@ def _build_predictor(args, checkpoint):
     from hfan.config import AUG_TEST_RATIOS
     from hfan.inference import Predictor
     from hfan.models.checkpoints import load_model
+    from hfan.perf import tune_malloc
 
+    if not args.no_malloc_tuning:
+        tune_malloc()
     options = list(args.options)
     if args.aug_test:
         options += ["test.flip=true", "test.ratios=" + ",".join(map(str, AUG_TEST_RATIOS))]
@@ -110,7 +122,13 @@ def _build_predictor(args, checkpoint):
     local_rank = int(os.environ.get("LOCAL_RANK", 0))  # torchrun: one GPU per process
     device = args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     model = load_model(args.model, checkpoint=checkpoint, options=options, device=device)
-    return Predictor(model, device=device, precision=args.precision, max_batch=max(8, args.batch_size))
+    max_batch = max(8, args.batch_size)
+    if args.compile:
+        # Compiled chunks are padded to max_batch windows. On the CPU batching windows gains nothing, so one window
+        # per forward wastes nothing; on CUDA a batch of DAVIS frames (3 windows each) fills one chunk.
+        max_batch = 1 if torch.device(device).type == "cpu" else max(8, 3 * args.batch_size)
+    return Predictor(model, device=device, precision=args.precision, max_batch=max_batch, backend=args.backend,
+                     compiled=args.compile)
 
 
 def _add_segment(subparsers) -> None:

@@ -63,3 +63,29 @@ def compare_with_onnxruntime(model: torch.nn.Module, path: str | os.PathLike, fr
         expected = model(frames, flows).numpy()
     actual = onnx_session(path).run(None, {"frame": frames.numpy(), "flow": flows.numpy()})[0]
     return float(np.abs(actual - expected).max())
+
+
+class OnnxSegmentor:
+    """The segmentor's forward through onnxruntime: torch tensors in and out, like the module it replaces.
+
+    Each window size gets its own graph, exported to a private temporary folder on first use (the graph fixes
+    height and width; the batch stays dynamic).
+    """
+
+    def __init__(self, model: torch.nn.Module, threads: int | None = None):
+        self.model = model
+        self.threads = threads
+        self.folder = tempfile.TemporaryDirectory(prefix="hfan-onnx-")
+        self.sessions: dict[tuple[int, int], object] = {}
+
+    def session(self, height: int, width: int):
+        if (height, width) not in self.sessions:
+            path = export_onnx(self.model, Path(self.folder.name) / f"{height}x{width}.onnx", height, width,
+                               check=False)
+            self.sessions[height, width] = onnx_session(path, self.threads)
+        return self.sessions[height, width]
+
+    def __call__(self, frames: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+        session = self.session(*frames.shape[2:])
+        logits = session.run(None, {"frame": frames.float().cpu().numpy(), "flow": flows.float().cpu().numpy()})[0]
+        return torch.from_numpy(logits)

@@ -18,6 +18,7 @@ from hfan.config import InferenceConfig
 from hfan.data.normalize import normalize_image, to_chw_tensor
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+BACKENDS = ("torch", "onnx")
 
 
 def rescale_size(width: int, height: int, box: tuple[int, int]) -> tuple[int, int]:
@@ -83,26 +84,61 @@ class Prediction:
 class Predictor:
     """Runs a model the way the official test does; windows of several frames go through one forward.
 
-    `max_batch` bounds how many 512x512 windows (frame + flow each) one forward takes.
+    `max_batch` bounds how many windows (frame + flow each) one forward takes; `max_batch=1` is the faithful
+    path, one window at a time as mmseg runs it. Fast paths, each computing the same logits:
+    `compiled` runs a torch.compile'd model (hfan.perf.compile_segmentor) on chunks zero-padded to exactly
+    `max_batch` windows, so one window size compiles once (CUDA graphs need fixed shapes too);
+    `backend="onnx"` runs each chunk through onnxruntime (CPU, fp32), one exported graph per window size.
     """
 
     def __init__(self, model: torch.nn.Module, config: InferenceConfig | None = None, device: str | torch.device | None = None,
-                 precision: str | None = None, max_batch: int = 8):
+                 precision: str | None = None, max_batch: int = 8, backend: str = "torch", compiled: bool = False,
+                 compile_backend="inductor"):
         self.model = model.eval()
         self.config = config or getattr(model, "config").test
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.precision = precision or ("fp16" if self.device.type == "cuda" else "fp32")
         autocast_context(self.device, self.precision)  # validates the name
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.max_batch = max_batch
         self.model.to(self.device)
+        self.backend, self.static_batch = backend, compiled
+        self.network = self._build_network(backend, compiled, compile_backend)
+
+    def _build_network(self, backend: str, compiled: bool, compile_backend):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        if backend == "onnx":
+            if compiled or self.device.type != "cpu" or self.precision != "fp32":
+                raise ValueError("backend onnx runs fp32 on the CPU, uncompiled: drop --compile, use --device cpu "
+                                 "and --precision fp32")
+            from hfan.export import OnnxSegmentor
+
+            return OnnxSegmentor(self.model, threads=torch.get_num_threads())
+        if compiled:
+            from hfan.perf import compile_segmentor
+
+            return compile_segmentor(self.model, self.device, backend=compile_backend)
+        return self.model
 
     # -- network passes on normalised tensors -------------------------------------------------------------
+    def _run_chunk(self, frames: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+        count = frames.shape[0]
+        if self.static_batch:
+            # Zero windows fill the chunk (samples do not interact in eval mode, so the real ones are unchanged).
+            # Always concatenated, even with no padding: compiled graphs are guarded on the shape and on being
+            # an inference-mode tensor, which a fresh tensor made here is and a caller's slice may not be.
+            padding = frames.new_zeros((self.max_batch - count, *frames.shape[1:]))
+            frames, flows = torch.cat([frames, padding]), torch.cat([flows, padding])
+        return self.network(frames, flows)[:count]
+
     def _forward(self, frames: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
         """Logits at the input size (encode_decode: decoder output bilinearly resized to the input)."""
         outputs = []
         with torch.inference_mode(), autocast_context(self.device, self.precision):
             for start in range(0, frames.shape[0], self.max_batch):
-                logits = self.model(frames[start:start + self.max_batch], flows[start:start + self.max_batch])
+                logits = self._run_chunk(frames[start:start + self.max_batch], flows[start:start + self.max_batch])
                 outputs.append(F.interpolate(logits.float(), size=frames.shape[2:], mode="bilinear",
                                              align_corners=False))
         return torch.cat(outputs)

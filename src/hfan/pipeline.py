@@ -165,15 +165,20 @@ def probability_to_uint8(probability: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------- prepared datasets
-def _batches_of_one_size(samples: list[Sample], batch_size: int) -> Iterator[list[tuple[Sample, np.ndarray, np.ndarray]]]:
-    """Read frame + flow image pairs and group them in batches of one image size (SPEC §9.23)."""
+def _batches_of_one_video(samples: list[Sample], batch_size: int) -> Iterator[list[tuple[Sample, np.ndarray, np.ndarray]]]:
+    """Read frame + flow image pairs and group them in batches of one video, hence of one image size (SPEC §9.23).
+
+    A batch never spans two videos, so a video's masks do not depend on which other videos a process gets:
+    sharded runs write the same bytes as a single process (batched forwards round differently by batch).
+    """
     batch: list[tuple[Sample, np.ndarray, np.ndarray]] = []
     for sample in samples:
         frame, flow_image = io.read_image(sample.frame), io.read_image(sample.flow)
         if frame.shape != flow_image.shape:
             raise ValueError(f"{sample.frame} is {frame.shape[1]}x{frame.shape[0]} but its flow {sample.flow} is "
                              f"{flow_image.shape[1]}x{flow_image.shape[0]}: re-run hfan prepare for this video")
-        if batch and (frame.shape != batch[0][1].shape or len(batch) == batch_size):
+        if batch and (sample.video != batch[0][0].video or frame.shape != batch[0][1].shape
+                      or len(batch) == batch_size):
             yield batch
             batch = []
         batch.append((sample, frame, flow_image))
@@ -223,7 +228,7 @@ def infer_dataset(predictor: Predictor, data_root: str | os.PathLike, split: str
             or (save_probabilities and not (probability_out / s.video / f"{s.index:05d}.png").is_file())]
     model_seconds, wall_start = 0.0, time.perf_counter()
     bar = tqdm(total=len(todo), unit="frame", disable=not progress, desc=f"infer {split}")
-    for batch in _batches_of_one_size(todo, batch_size):
+    for batch in _batches_of_one_video(todo, batch_size):
         if predictor.device.type == "cuda":
             torch.cuda.synchronize(predictor.device)
         start = time.perf_counter()

@@ -83,7 +83,7 @@ class HFANSegmentor(nn.Module):
         """One frame and its flow image (RGB uint8 HxWx3, numpy or tensor) -> hfan.inference.Prediction.
 
         Runs the official test path of `self.config.test`; `predictor_options` go to hfan.inference.Predictor
-        (precision, max_batch, config). For many frames, build one Predictor and pass lists.
+        (precision, max_batch, config, backend, compiled). For many frames, build one Predictor and pass lists.
         """
         from hfan.inference import Predictor  # inference builds on the model, not the other way round
 

@@ -1,0 +1,143 @@
+"""Every fast path computes what the faithful path (one window per forward, eager PyTorch) computes."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_path
+from hfan.config import InferenceConfig, get_preset
+from hfan.inference import Predictor
+from hfan.models import build_model
+from hfan.models.checkpoints import load_model
+
+# Small windows keep the tests quick; 90x150 frames -> 96x160 -> 2x4 windows of 64x64 at stride 40.
+SMALL_SLIDE = InferenceConfig(crop_size=64, stride=40, img_scale=(160, 96))
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(get_preset("hfan-b0")).eval()
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 3, 90, 150, 3), dtype=np.uint8)
+    return list(images[0]), list(images[1])
+
+
+def _assert_same_prediction(fast: Predictor, faithful: Predictor, frames, flows) -> None:
+    """Logits within 1e-4 at the network input size; masks equal wherever the pixel is not a near-tie."""
+    tensors = [faithful._prepare(images, faithful.config.img_scale) for images in (frames, flows)]
+    assert (fast.logits(*tensors) - faithful.logits(*tensors)).abs().max().item() <= 1e-4
+    fast_probs, faithful_probs = fast.probabilities(frames, flows), faithful.probabilities(frames, flows)
+    decided = (faithful_probs[:, 1] - 0.5).abs() > 1e-4
+    assert decided.float().mean() > 0.99
+    assert torch.equal((fast_probs[:, 1] > 0.5)[decided], (faithful_probs[:, 1] > 0.5)[decided])
+
+
+def test_batched_windows_equal_the_faithful_path(model, pairs):
+    _assert_same_prediction(Predictor(model, SMALL_SLIDE, max_batch=5), Predictor(model, SMALL_SLIDE, max_batch=1),
+                            *pairs)
+
+
+def test_onnx_backend_equals_the_faithful_path(model, pairs):
+    pytest.importorskip("onnxruntime")
+    onnx = Predictor(model, SMALL_SLIDE, backend="onnx", max_batch=4)
+    _assert_same_prediction(onnx, Predictor(model, SMALL_SLIDE, max_batch=1), *pairs)
+    assert list(onnx.network.sessions) == [(64, 64)], "one exported graph serves every window"
+
+
+def test_compiled_path_pads_chunks_to_one_shape_and_compiles_once(model, pairs):
+    graphs = []
+
+    def counting_backend(graph_module, example_inputs):  # dynamo hands us each graph it captures
+        graphs.append(tuple(tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor))[:2])
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    compiled = Predictor(model, SMALL_SLIDE, max_batch=3, compiled=True, compile_backend=counting_backend)
+    frames, flows = pairs
+    _assert_same_prediction(compiled, Predictor(model, SMALL_SLIDE, max_batch=1), frames, flows)
+    compiled.probabilities(frames[:1], flows[:1])  # 8 windows: chunks of 3, 3 and 2 padded to 3
+    assert len(graphs) == 1 and graphs[0][0] == (3, 3, 64, 64), f"recompiled: {graphs}"
+    torch._dynamo.reset()
+
+
+def test_fast_paths_reproduce_the_original_code_on_the_reference_fixture(tmp_path):
+    """The reference-fixture check of tests/test_models.py, through each fast path (one 512x512 window)."""
+    pytest.importorskip("onnxruntime")
+    reference = "fixtures/hfan_reference_b0"
+    state = torch.load(shared_path(f"{reference}/state_dict_b0.pt"), weights_only=True)["state_dict"]
+    torch.save({"state_dict": state}, tmp_path / "HFAN-b0-converted.pth")
+    model = load_model(tmp_path / "HFAN-b0-converted.pth")
+    inputs = torch.load(shared_path(f"{reference}/inputs.pt"), weights_only=True)
+    expected = torch.load(shared_path(f"{reference}/outputs_b0_hfan.pt"), weights_only=True)
+    faithful = Predictor(model, max_batch=1).logits(inputs["frame"], inputs["flow"])
+    for fast in (Predictor(model, backend="onnx"), Predictor(model, compiled=True, compile_backend="eager")):
+        logits = fast.logits(inputs["frame"], inputs["flow"])
+        assert (logits - faithful).abs().max().item() <= 1e-4, fast.backend
+        agreement = (logits.argmax(1).to(torch.uint8) == expected["seg_pred"]).float().mean().item()
+        assert agreement >= 0.9999
+    torch._dynamo.reset()
+
+
+def test_bad_backend_combinations_are_refused(model):
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
+        Predictor(model, backend="tensorrt")
+    with pytest.raises(ValueError, match="backend onnx runs fp32 on the CPU"):
+        Predictor(model, backend="onnx", compiled=True)
+    with pytest.raises(ValueError, match="backend onnx runs fp32 on the CPU"):
+        Predictor(model, backend="onnx", precision="bf16")
+    with pytest.raises(ValueError, match="max_batch must be at least 1"):
+        Predictor(model, max_batch=0)
+
+
+PAGE_FAULTS_SCRIPT = """
+import ctypes, resource, sys
+from hfan.perf import tune_malloc
+if sys.argv[1] == "tuned":
+    assert tune_malloc()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+size = 64 << 20  # a large activation; every page of a fresh mmap'ed block faults on first touch
+def use_a_block():
+    block = libc.malloc(ctypes.c_size_t(size))
+    ctypes.memset(block, 1, size)
+    libc.free(ctypes.c_void_p(block))
+use_a_block()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    use_a_block()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_malloc_tuning_stops_page_faults_on_reused_memory():
+    faults = {}
+    for setting in ("default", "tuned"):
+        result = subprocess.run([sys.executable, "-c", PAGE_FAULTS_SCRIPT, setting], capture_output=True, text=True,
+                                check=True)
+        faults[setting] = int(result.stdout)
+    assert faults["default"] > 10 * 16384 * 0.9, faults  # 16384 pages of 4 KiB per 64 MiB block, faulted anew
+    assert faults["tuned"] < 1000, faults
+
+
+def test_cli_inference_tunes_malloc_unless_told_not_to(monkeypatch, tmp_path):
+    from hfan import perf
+    from hfan.cli import _build_predictor, build_parser
+
+    calls = []
+    monkeypatch.setattr(perf, "tune_malloc", lambda: calls.append(True) or True)
+    base = ["segment", "video.mp4", "--model", "hfan-b0", "--backend", "onnx"]
+    predictor = _build_predictor(build_parser().parse_args(base), None)
+    assert calls == [True] and predictor.backend == "onnx"
+    _build_predictor(build_parser().parse_args(base + ["--no-malloc-tuning"]), None)
+    assert calls == [True]
