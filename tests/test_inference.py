@@ -59,12 +59,13 @@ def test_flip_augmentation_gives_a_mirror_symmetric_map_on_a_symmetric_input(mod
 
 
 def test_slide_output_size_probabilities_and_batching(model):
+    small = InferenceConfig(img_scale=(512, 128), crop_size=128, stride=68)  # several windows, quickly
     frames, flows = zip(*[_random_pair(120, 200, seed=s) for s in range(3)])
-    predictor = Predictor(model, InferenceConfig(), max_batch=8)
+    predictor = Predictor(model, small, max_batch=8)
     probs = predictor.probabilities(list(frames), list(flows))
     assert probs.shape == (3, 2, 120, 200)
     assert torch.allclose(probs.sum(1), torch.ones(3, 120, 200), atol=1e-5)
-    one_by_one = torch.cat([Predictor(model, InferenceConfig(), max_batch=1).probabilities([f], [o])
+    one_by_one = torch.cat([Predictor(model, small, max_batch=1).probabilities([f], [o])
                             for f, o in zip(frames, flows)])
     assert torch.allclose(probs, one_by_one, atol=1e-5)
     predictions = predictor.predict(list(frames), list(flows))
@@ -80,13 +81,16 @@ def test_whole_mode_equals_slide_on_a_single_window(model):
 
 
 def test_multi_scale_runs_all_passes(model, monkeypatch):
+    # A quarter of the official box keeps this quick; test_tta_scale_boxes checks the official sizes.
+    config = InferenceConfig(img_scale=(512, 128), ratios=AUG_TEST_RATIOS, flip=True, crop_size=128, stride=68)
     calls = []
-    predictor = Predictor(model, InferenceConfig(ratios=AUG_TEST_RATIOS, flip=True))
+    predictor = Predictor(model, config)
     original = predictor.logits
     monkeypatch.setattr(predictor, "logits", lambda f, o: calls.append(tuple(f.shape[2:])) or original(f, o))
     frame, flow = _random_pair(60, 107)
     probs = predictor.probabilities([frame], [flow])
-    assert sorted(set(calls)) == [(384, 704), (512, 928), (896, 1600)] and len(calls) == 6
+    expected = [network_input_size(107, 60, box, 32)[::-1] for box in scale_boxes(config)]
+    assert sorted(set(calls)) == sorted(expected) == [(96, 192), (128, 256), (224, 416)] and len(calls) == 6
     assert probs.shape == (1, 2, 60, 107)
 
 
