@@ -1,14 +1,33 @@
-"""Speed of the HFAN model on this machine: one 512x512 forward and the full DAVIS-size slide inference.
+"""Speed of HFAN inference: the faithful path and each fast path, in one run, interleaved.
 
     python benchmarks/model_speed.py [--preset hfan-small] [--threads 2] [--repeats 5] [--batches 1,4]
+                                     [--variants faithful,batched,malloc,malloc-batched,onnx,whole] [--compile]
+    python benchmarks/model_speed.py --device cuda --compile     # fp16 autocast, batched frames, CUDA graphs
 
-Random weights (speed does not depend on them). Prints a table: median seconds per call and per frame, the
-FLOPs of one call (torch.utils.flop_counter) and the achieved GFLOP/s. Variants run interleaved, so a
-change in machine load hits them alike.
+Cases: one 512x512 window (frame + flow, logits out) and one DAVIS frame through the whole official test path
+(854x480 -> 928x512, 3 sliding windows, softmax at 854x480), for 1 and 4 frames per call. Variants:
+  faithful        one window per forward, as mmseg runs them; glibc's allocator at its defaults
+  batched         all windows of the call in one forward (up to 16)
+  malloc          faithful + hfan.perf.tune_malloc (what the hfan commands do by default)
+  malloc-batched  batched + tune_malloc
+  onnx            onnxruntime for the forward (CPU), windows batched, tune_malloc
+  compiled        (--compile) torch.compile: inductor + freezing on CPU (one window per forward), CUDA graphs on
+                  CUDA (12 windows per forward), tune_malloc
+  compiled-batched  (--compile, CPU) compiled with 3 windows per forward (one DAVIS frame), tune_malloc
+  whole           the --fast mode: one whole-image forward at 928x512 (not the same output: a different method)
+glibc's allocator settings are per process and cannot be undone, so two worker processes hold the variants
+(defaults / tuned); the parent asks them in turn, one call at a time, so both see the same machine load.
+Random weights (speed does not depend on them). "max diff" is the largest difference from the faithful output:
+logits for window rows, foreground probability for frame rows. GFLOP from torch.utils.flop_counter. "% of 70" is
+the share of the 70 GFLOP/s the issue measured as this machine's fp32 rate (--floor-gflops); "% of matmul" the
+share of a 2048x2048 fp32 matrix product timed in the same run, interleaved with the cases (the true peak).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import multiprocessing
+import os
 import statistics
 import time
 
@@ -16,15 +35,96 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from hfan.config import get_preset
-from hfan.inference import Predictor
-from hfan.models import build_model
+# variant -> (tuned allocator, Predictor options); max_batch 16 covers every case's windows in one forward
+VARIANTS = {
+    "faithful": (False, {"max_batch": 1}),
+    "batched": (False, {"max_batch": 16}),
+    "malloc": (True, {"max_batch": 1}),
+    "malloc-batched": (True, {"max_batch": 16}),
+    "onnx": (True, {"max_batch": 16, "backend": "onnx"}),
+    "compiled": (True, {"max_batch": 1, "compiled": True}),
+    "compiled-batched": (True, {"max_batch": 3, "compiled": True}),
+    "whole": (True, {"max_batch": 16, "whole": True}),
+}
+CUDA_COMPILED = {"max_batch": 12, "compiled": True}  # 4 DAVIS frames = 12 windows: one padded chunk
 
 
-def count_flops(function) -> int:
-    with FlopCounterMode(display=False) as counter:
-        function()
-    return counter.get_total_flops()
+def make_cases(batches: list[int], device: torch.device) -> dict[str, tuple[int, str, tuple]]:
+    """case name -> (frames per call, kind, inputs); the same seed in every process gives the same inputs."""
+    rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    cases = {}
+    for batch in batches:
+        window = torch.randn(batch, 3, 512, 512, generator=generator).to(device)
+        cases[f"window 512x512, {batch} frame(s)"] = (batch, "window", (window, window.flip(2)))
+    for batch in batches:
+        frames = list(rng.integers(0, 256, (batch, 480, 854, 3), dtype=np.uint8))
+        flows = list(rng.integers(0, 256, (batch, 480, 854, 3), dtype=np.uint8))
+        cases[f"DAVIS frame 854x480, 3 windows, {batch} frame(s)"] = (batch, "frame", (frames, flows))
+    return cases
+
+
+MATMUL = "matmul"
+MATMUL_SIZE = 2048
+
+
+def time_matmul() -> float:
+    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+    start = time.perf_counter()
+    torch.mm(a, b)
+    return time.perf_counter() - start
+
+
+def run_case(predictor, kind: str, inputs) -> torch.Tensor:
+    if kind == "window":
+        return predictor._forward(*inputs)
+    return predictor.probabilities(*inputs)[:, 1]
+
+
+def worker(connection, tuned: bool, variants: list[str], args) -> None:
+    """Holds the predictors of one allocator setting; answers (variant, case, what) requests."""
+    if tuned:
+        from hfan.perf import tune_malloc
+
+        tune_malloc()
+    from hfan.config import get_preset
+    from hfan.inference import Predictor
+    from hfan.models import build_model
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = build_model(get_preset(args.preset)).eval().to(device)
+    predictors = {}
+    for name in variants:
+        options = dict(CUDA_COMPILED if device.type == "cuda" and name == "compiled" else VARIANTS[name][1])
+        config = model.config.test
+        if options.pop("whole", False):
+            config = dataclasses.replace(config, mode="whole")
+        predictors[name] = Predictor(model, config, device=device, precision=args.precision, **options)
+    cases = make_cases(args.batch_list, device)
+    while True:
+        request = connection.recv()
+        if request is None:
+            return
+        name, case, what = request
+        if case == MATMUL:
+            connection.send((time_matmul(), None))
+            continue
+        _, kind, inputs = cases[case]
+        predictor = predictors[name]
+        if what == "flops":
+            with FlopCounterMode(display=False) as counter:
+                run_case(predictor, kind, inputs)
+            connection.send(counter.get_total_flops())
+            continue
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        output = run_case(predictor, kind, inputs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+        connection.send((seconds, output.float().cpu().numpy() if what == "output" else None))
 
 
 def main() -> None:
@@ -32,48 +132,87 @@ def main() -> None:
     parser.add_argument("--preset", default="hfan-small")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batches", default="1,4", help="comma-separated batch sizes (frames per call)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batches", default="1,4", help="comma-separated frames per call")
+    parser.add_argument("--variants", default=None, help=f"comma-separated, from {', '.join(VARIANTS)}")
+    parser.add_argument("--compile", action="store_true", help="add the torch.compile variant (minutes of compile)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", default=None, help="fp32 | fp16 | bf16 (default: fp16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--floor-gflops", type=float, default=70.0,
+                        help="fp32 matrix-product GFLOP/s of this CPU (70 on the 2 project cores)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = build_model(get_preset(args.preset)).eval().to(device)
-    predictor = Predictor(model, device=device, precision=args.precision, max_batch=16)
-    rng = np.random.default_rng(0)
+    args.batch_list = [int(b) for b in args.batches.split(",")]
+    default = ["faithful", "batched", "malloc", "malloc-batched", "onnx", "whole"]
+    if args.device.startswith("cuda"):
+        default = ["faithful", "batched", "malloc-batched", "whole"]
+    variants = args.variants.split(",") if args.variants else default + (["compiled"] if args.compile else [])
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or "faithful" not in variants:
+        parser.error(f"--variants: unknown {unknown}; valid {list(VARIANTS)}; faithful must be one of them")
 
-    cases = {}
-    for batch in [int(b) for b in args.batches.split(",")]:
-        window = torch.randn(batch, 3, 512, 512, device=device)
-        frames = list(rng.integers(0, 256, (batch, 480, 854, 3), dtype=np.uint8))
-        flows = list(rng.integers(0, 256, (batch, 480, 854, 3), dtype=np.uint8))
-        cases[f"forward 512x512, batch {batch}"] = (batch, lambda w=window: predictor._forward(w, w))
-        cases[f"slide 854x480 -> 928x512 (3 windows), batch {batch}"] = (
-            batch, lambda f=frames, o=flows: predictor.probabilities(f, o))
+    load_before = os.getloadavg()
+    context = multiprocessing.get_context("spawn")
+    workers = {}
+    for tuned in (False, True):
+        names = [v for v in variants if VARIANTS[v][0] == tuned]
+        if names:
+            mine, theirs = context.Pipe()
+            process = context.Process(target=worker, args=(theirs, tuned, names, args), daemon=True)
+            process.start()
+            workers.update({name: mine for name in names})
 
-    flops = {name: count_flops(fn) for name, (_, fn) in cases.items()}
-    for _, fn in cases.values():  # warm-up
-        fn()
-    times = {name: [] for name in cases}
+    def ask(name, case, what):
+        workers[name].send((name, case, what))
+        return workers[name].recv()
+
+    case_names = [f"window 512x512, {b} frame(s)" for b in args.batch_list]
+    case_names += [f"DAVIS frame 854x480, 3 windows, {b} frame(s)" for b in args.batch_list]
+    flops = {(v, c): ask(v, c, "flops") for v in ("faithful", "whole") if v in variants for c in case_names}
+    first_call, difference = {}, {}
+    for case in case_names:  # warm-up: first calls (compile, ONNX export) and the outputs for the check
+        outputs = {}
+        for name in variants:
+            first_call[name, case], outputs[name] = ask(name, case, "output")
+        for name in variants:
+            difference[name, case] = float(np.abs(outputs[name] - outputs["faithful"]).max())
+    times = {(v, c): [] for v in variants for c in case_names}
+    matmul = []
+    ask("faithful", MATMUL, "time")
     for _ in range(args.repeats):
-        for name, (_, fn) in cases.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
+        matmul.append(ask("faithful", MATMUL, "time")[0])
+        for case in case_names:
+            for name in variants:
+                times[name, case].append(ask(name, case, "time")[0])
+    for connection in set(workers.values()):
+        connection.send(None)
 
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
-    print(f"{args.preset}, {device_name}, precision {predictor.precision}, median of {args.repeats} runs")
-    print(f"| {'case':52s} | s / call | s / frame | GFLOP / call | GFLOP/s |")
-    print(f"|{'-' * 54}|---------:|----------:|-------------:|--------:|")
-    for name, (batch, _) in cases.items():
-        median = statistics.median(times[name])
-        print(f"| {name:52s} | {median:8.3f} | {median / batch:9.3f} | {flops[name] / 1e9:12.1f} | "
-              f"{flops[name] / 1e9 / median:7.1f} |")
+    if args.device.startswith("cuda"):
+        device_name = torch.cuda.get_device_name(torch.device(args.device))
+    else:
+        device_name = f"CPU ({os.cpu_count()} cores visible), {args.threads} threads"
+    precision = args.precision or ("fp16" if args.device.startswith("cuda") else "fp32")
+    peak = 2 * MATMUL_SIZE ** 3 / statistics.median(matmul) / 1e9
+    print(f"{args.preset} on {device_name}, {precision}, median of {args.repeats} runs after a warm-up; load "
+          f"average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after; fp32 {MATMUL_SIZE}^3 matmul "
+          f"on the CPU {peak:.0f} GFLOP/s")
+    print(f"| case | variant | s / call | s / frame | vs faithful | GFLOP / call | GFLOP/s | % of {args.floor_gflops:.0f} "
+          "| % of matmul | max diff |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for case in case_names:
+        frames = int(case.split(", ")[-1].split()[0])
+        baseline = statistics.median(times["faithful", case])
+        for name in variants:
+            median = statistics.median(times[name, case])
+            gflop = flops["whole" if name == "whole" else "faithful", case] / 1e9
+            rate = gflop / median
+            floor = ("- | -" if args.device.startswith("cuda")
+                     else f"{100 * rate / args.floor_gflops:.0f} | {100 * rate / peak:.0f}")
+            diff = "other method" if name == "whole" else f"{difference[name, case]:.1e}"
+            print(f"| {case} | {name} | {median:.3f} | {median / frames:.3f} | {baseline / median:.2f}x | "
+                  f"{gflop:.1f} | {rate:.1f} | {floor} | {diff} |")
+    slow_starts = {name: max(first_call[name, c] - statistics.median(times[name, c]) for c in case_names)
+                   for name in variants}
+    print("first-call overhead (compile / export), s: "
+          + ", ".join(f"{name} {seconds:.1f}" for name, seconds in slow_starts.items()))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     python benchmarks/segment_speed.py [--frames 12] [--presets hfan-b0,hfan-small] [--flow dis] [--threads 2]
 
-Random weights (speed does not depend on them), the official single-scale sliding window, fp32 on CPU.
+Random weights (speed does not depend on them), the official single-scale sliding window, fp32 on CPU,
+malloc tuning and 4 frames per batch as `hfan segment` by default.
 The input is the first --frames frames of ../shared/data/davis16_mini/JPEGImages/480p/blackswan (a frame folder;
 HFAN_SHARED overrides the shared folder). Prints one table row per preset.
 """
@@ -19,6 +20,7 @@ import torch
 from hfan import build_model, get_preset
 from hfan.data import io
 from hfan.inference import Predictor
+from hfan.perf import tune_malloc
 from hfan.pipeline import segment_to_folder
 
 SHARED = Path(os.environ.get("HFAN_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--sequence", default=str(SHARED / "data/davis16_mini/JPEGImages/480p/blackswan"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    tune_malloc()  # as `hfan segment` does by default
     work = Path(tempfile.mkdtemp(prefix="hfan_segment_speed_"))
     try:
         source = work / "frames"

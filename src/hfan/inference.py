@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -93,7 +94,7 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, config: InferenceConfig | None = None, device: str | torch.device | None = None,
                  precision: str | None = None, max_batch: int = 8, backend: str = "torch", compiled: bool = False,
-                 compile_backend="inductor"):
+                 compile_backend: str | Callable = "inductor"):
         self.model = model.eval()
         self.config = config or getattr(model, "config").test
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
