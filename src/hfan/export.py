@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hfan.data.io import atomic_path
+
 ONNX_OPSET = 17
 
 
@@ -22,26 +24,19 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, height: int = 5
     if height % 32 or width % 32:
         raise ValueError(f"window size {height}x{width}: both sides must be multiples of 32")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().float().cpu()
     example = (torch.randn(1, 3, height, width), torch.randn(1, 3, height, width))
     axes = {name: {0: "batch"} for name in ("frame", "flow", "logits")} if dynamic_batch else None
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:  # a failed export or check leaves no file behind
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about shape checks that are constant per export
             # The TorchScript-based exporter: the dynamo exporter needs onnxscript, which we do not depend on.
-            torch.onnx.export(model, example, temporary, input_names=["frame", "flow"], output_names=["logits"],
+            torch.onnx.export(model, example, str(temporary), input_names=["frame", "flow"], output_names=["logits"],
                               dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False)
         if check:
             difference = compare_with_onnxruntime(model, temporary, *example)
             if difference > 1e-4:
                 raise RuntimeError(f"onnxruntime output differs from PyTorch by {difference:.2e} (> 1e-4)")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return path
 
 
