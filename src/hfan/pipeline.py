@@ -95,9 +95,7 @@ def segment_video(source: str | os.PathLike | Iterable[np.ndarray], model: torch
     estimator = flow if isinstance(flow, FlowEstimator) else build_flow_estimator(flow, **(flow_options or {}))
     timings = timings if timings is not None else Timings()
     frames = io.open_frames(source) if isinstance(source, (str, os.PathLike)) else source
-    # video_flows pulls frames (decode time) while it computes flow: separate the two clocks.
-    decoded = _timed(frames, timings, "decode")
-    pairs = _timed(video_flows(decoded, estimator), timings, "flow+decode")
+    pairs = iter(video_flows(_timed(frames, timings, "decode"), estimator))
     batch: list[tuple[np.ndarray, np.ndarray]] = []
     index = 0
 
@@ -109,19 +107,24 @@ def segment_video(source: str | os.PathLike | Iterable[np.ndarray], model: torch
         predictions = predictor.predict([frame for frame, _ in batch], flow_images)
         timings.add("model", start)
         for (frame, _), flow_image, prediction in zip(batch, flow_images, predictions):
-            yield FrameResult(index, frame, flow_image, prediction.probability, prediction.mask)
             index += 1
             timings.frames += 1
+            yield FrameResult(index - 1, frame, flow_image, prediction.probability, prediction.mask)
 
-    for pair in pairs:
+    while True:
+        start, decoded_before = time.perf_counter(), timings.seconds["decode"]
+        try:
+            pair = next(pairs)
+        except StopIteration:
+            break
+        # video_flows pulls frames (timed as decode) while it estimates flow: count only the rest as flow.
+        timings.seconds["flow"] += time.perf_counter() - start - (timings.seconds["decode"] - decoded_before)
         batch.append(pair)
         if len(batch) == batch_size:
             yield from run(batch)
             batch = []
     if batch:
         yield from run(batch)
-    # "flow+decode" holds flow estimation plus the decode time counted inside it.
-    timings.seconds["flow"] += timings.seconds.pop("flow+decode", 0.0) - timings.seconds.get("decode", 0.0)
 
 
 def segment_to_folder(source: str | os.PathLike, out: str | os.PathLike, model: torch.nn.Module | Predictor,
