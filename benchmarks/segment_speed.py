@@ -1,17 +1,25 @@
-"""End-to-end speed of `hfan segment` on a DAVIS sequence (854x480), broken into decode, flow, model, write.
+"""End-to-end speed of `hfan segment` on a DAVIS sequence (854x480): frames/s, and the time of each stage.
 
     python benchmarks/segment_speed.py [--frames 12] [--presets hfan-b0,hfan-small] [--flow dis] [--threads 2]
+                                       [--repeats 3] [--device cpu]
+    python benchmarks/segment_speed.py --device cuda --flow raft_large --frames 48   # on a GPU machine
 
-Random weights (speed does not depend on them), the official single-scale sliding window, fp32 on CPU,
-malloc tuning and 4 frames per batch as `hfan segment` by default.
+Random weights (speed does not depend on them), the official single-scale sliding window, fp32 on CPU (fp16
+autocast on CUDA), malloc tuning and 4 frames per batch as `hfan segment` by default. Each preset runs with the
+next batches prefetched in a background thread (the default) and without, interleaved, median of --repeats runs
+after a warm-up run. frames/s is elapsed time; the stage columns are each stage's own time per frame (with
+prefetching, decode / flow / encode run beside the model, so they add up to more than the elapsed time).
+"host ms/frame" is what the host does per frame besides the model (decode + flow + encode + write): on a GPU,
+without prefetching, frames/s cannot exceed 1000 / (host + model).
 The input is the first --frames frames of ../shared/data/davis16_mini/JPEGImages/480p/blackswan (a frame folder;
-HFAN_SHARED overrides the shared folder). Prints one table row per preset.
+HFAN_SHARED overrides the shared folder; a folder with fewer frames is used whole).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -19,48 +27,66 @@ import torch
 
 from hfan import build_model, get_preset
 from hfan.data import io
+from hfan.flow import build_flow_estimator
 from hfan.inference import Predictor
 from hfan.perf import tune_malloc
 from hfan.pipeline import segment_to_folder
 
 SHARED = Path(os.environ.get("HFAN_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+STAGES = ("decode", "flow", "encode", "model", "write")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--presets", default="hfan-b0,hfan-small")
-    parser.add_argument("--flow", default="dis")
+    parser.add_argument("--flow", default="dis", help="dis | farneback | raft_small | raft_large (random weights)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--sequence", default=str(SHARED / "data/davis16_mini/JPEGImages/480p/blackswan"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tune_malloc()  # as `hfan segment` does by default
+    device = torch.device(args.device)
+    # RAFT with random weights: its speed does not depend on them, and no download is needed.
+    estimator = build_flow_estimator(args.flow, **({"weights": None, "device": device, "batch_size": args.batch_size}
+                                                   if args.flow.startswith("raft") else {}))
     work = Path(tempfile.mkdtemp(prefix="hfan_segment_speed_"))
     try:
         source = work / "frames"
         source.mkdir()
         for path in io.list_frame_files(Path(args.sequence))[: args.frames]:
             shutil.copy(path, source / path.name)
-        rows = []
+        frames = len(list(source.iterdir()))
+        runs: dict[tuple[str, bool], list] = {}
         for preset in args.presets.split(","):
             torch.manual_seed(0)
-            predictor = Predictor(build_model(get_preset(preset)))
-            segment_to_folder(source, work / "warmup", predictor, args.flow, progress=False)  # first-call costs
-            timings = segment_to_folder(source, work / preset, predictor, args.flow, progress=False)
-            rows.append((preset, timings))
+            predictor = Predictor(build_model(get_preset(preset)).to(device), device=device)
+            segment_to_folder(source, work / "warmup", predictor, estimator, batch_size=args.batch_size,
+                              progress=False)  # first-call costs (allocator, cuDNN autotuning)
+            for _ in range(args.repeats):
+                for prefetch in (True, False):
+                    timings = segment_to_folder(source, work / preset, predictor, estimator,
+                                                batch_size=args.batch_size, progress=False, prefetch=prefetch)
+                    runs.setdefault((preset, prefetch), []).append(timings)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    stages = ("decode", "flow", "model", "write")
-    print(f"`hfan segment` on {args.frames} frames of {Path(args.sequence).name} (854x480), flow {args.flow}, "
-          f"CPU {args.threads} threads, fp32, sliding window 928x512 (3 windows)")
-    print("| preset | frames/s | " + " | ".join(f"{s} ms/frame" for s in stages) + " |")
-    print("|---|---:|" + "---:|" * len(stages))
-    for preset, timings in rows:
-        total = sum(timings.seconds.values())
-        cells = " | ".join(f"{1000 * timings.seconds.get(s, 0.0) / timings.frames:.0f}" for s in stages)
-        print(f"| {preset} | {timings.frames / total:.2f} | {cells} |")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
+    precision = "fp16 autocast" if device.type == "cuda" else "fp32"
+    print(f"`hfan segment` on {frames} frames of {Path(args.sequence).name} (854x480), flow {args.flow}, {where}, "
+          f"{precision}, sliding window 928x512 (3 windows), {args.batch_size} frames per batch, median of "
+          f"{args.repeats} runs; load average {os.getloadavg()[0]:.1f} at the end")
+    print("| preset | prefetch | frames/s | " + " | ".join(f"{s} ms/frame" for s in STAGES) + " | host ms/frame |")
+    print("|---|---|---:|" + "---:|" * (len(STAGES) + 1))
+    for (preset, prefetch), timings in runs.items():
+        fps = statistics.median(t.frames_per_second for t in timings)
+        per_frame = {s: statistics.median(1000 * t.seconds.get(s, 0.0) / t.frames for t in timings) for s in STAGES}
+        host = sum(v for s, v in per_frame.items() if s != "model")
+        cells = " | ".join(f"{per_frame[s]:.0f}" for s in STAGES)
+        print(f"| {preset} | {'yes' if prefetch else 'no'} | {fps:.2f} | {cells} | {host:.0f} |")
 
 
 if __name__ == "__main__":

@@ -141,3 +141,16 @@ def test_cli_inference_tunes_malloc_unless_told_not_to(monkeypatch, tmp_path):
     assert calls == [True] and predictor.backend == "onnx"
     _build_predictor(build_parser().parse_args(base + ["--no-malloc-tuning"]), None)
     assert calls == [True]
+
+
+def test_cli_flow_preparation_tunes_malloc_unless_told_not_to(monkeypatch):
+    from hfan import perf
+    from hfan.cli import _flow_settings, build_parser
+
+    calls = []
+    monkeypatch.setattr(perf, "tune_malloc", lambda: calls.append(True) or True)
+    base = ["prepare", "video", "clip.mp4", "--out", "prepared", "--flow", "raft_small"]
+    settings = _flow_settings(build_parser().parse_args(base))
+    assert calls == [True] and settings.name == "raft_small"
+    _flow_settings(build_parser().parse_args(base + ["--no-malloc-tuning"]))
+    assert calls == [True]

@@ -7,11 +7,50 @@ from torchvision.utils import flow_to_image as torchvision_flow_to_image
 from conftest import shared_path
 from hfan.data.io import read_image
 from hfan.flow import build_flow_estimator
-from hfan.flow.encoding import flow_to_hfan_image, flow_to_image, flows_to_images, make_colorwheel
+from hfan.flow.encoding import flow_to_hfan_image, flow_to_image, flow_uv_to_colors, flows_to_images, make_colorwheel
 
 
 def _field(*vectors):
     return np.array([vectors], np.float32)  # 1 x N x 2
+
+
+def _raft_flow_uv_to_colors(u, v):
+    """RAFT's core/utils/flow_viz.py `flow_uv_to_colors` (convert_to_bgr=False), verbatim but for names."""
+    flow_image = np.zeros((u.shape[0], u.shape[1], 3), np.uint8)
+    colorwheel = make_colorwheel()
+    ncols = colorwheel.shape[0]
+    rad = np.sqrt(np.square(u) + np.square(v))
+    a = np.arctan2(-v, -u) / np.pi
+    fk = (a + 1) / 2 * (ncols - 1)
+    k0 = np.floor(fk).astype(np.int32)
+    k1 = k0 + 1
+    k1[k1 == ncols] = 0
+    f = fk - k0
+    for i in range(colorwheel.shape[1]):
+        tmp = colorwheel[:, i]
+        col0 = tmp[k0] / 255.0
+        col1 = tmp[k1] / 255.0
+        col = (1 - f) * col0 + f * col1
+        idx = rad <= 1
+        col[idx] = 1 - rad[idx] * (1 - col[idx])
+        col[~idx] = col[~idx] * 0.75
+        flow_image[:, :, i] = np.floor(255 * col)
+    return flow_image
+
+
+@pytest.mark.parametrize("scale", [0.0, 1e-3, 0.3, 1.0, 3.0])
+def test_colours_are_rafts_byte_for_byte(scale):
+    # Normalised flow (as flow_to_image gives it), exact wheel rows, and magnitudes past 1 (RAFT's darkening).
+    rng = np.random.default_rng(int(scale * 10))
+    u, v = (rng.normal(size=(2, 96, 160)) * scale).astype(np.float32)
+    u[0, :8], v[0, :8] = np.cos(np.arange(8) * np.pi / 4), np.sin(np.arange(8) * np.pi / 4)  # wheel edges
+    ours = flow_uv_to_colors(u, v)
+    assert ours.dtype == np.uint8 and ours.shape == (96, 160, 3)
+    np.testing.assert_array_equal(ours, _raft_flow_uv_to_colors(u, v))
+    flow = np.stack([u, v], axis=2) * 7
+    largest = np.max(np.sqrt(np.square(flow[..., 0]) + np.square(flow[..., 1])))
+    np.testing.assert_array_equal(flow_to_image(flow), _raft_flow_uv_to_colors(flow[..., 0] / (largest + 1e-5),
+                                                                               flow[..., 1] / (largest + 1e-5)))
 
 
 def test_colorwheel_primaries_at_raft_positions():

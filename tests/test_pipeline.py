@@ -18,7 +18,8 @@ from conftest import shared_path
 from hfan import build_model, get_preset, load_model, save_checkpoint
 from hfan.cli import main
 from hfan.data import io
-from hfan.pipeline import segment_video
+from hfan.pipeline import segment_to_folder, segment_video
+from hfan.streaming import prefetched
 
 # A small test scale keeps CPU tests quick; the code path is the official one.
 SMALL = ["test.img_scale=256,128"]
@@ -64,6 +65,80 @@ def test_python_api_is_lazy_and_matches_predict(checkpoint):
     assert [r.index for r in rest] == [1, 2]
     direct = model.predict(frames[2], rest[-1].flow_image)
     assert np.array_equal(direct.mask, rest[-1].mask)
+
+
+def test_prefetching_changes_nothing_in_the_results(checkpoint):
+    model = load_model(checkpoint, options=SMALL)
+    frames = _frames(5, 48, 64, seed=3)
+    plain = list(segment_video(frames, model, flow="dis", batch_size=2, prefetch=False))
+    ahead = list(segment_video(frames, model, flow="dis", batch_size=2, prefetch=True))
+    assert [r.index for r in ahead] == [0, 1, 2, 3, 4]
+    for a, b in zip(plain, ahead):
+        assert np.array_equal(a.flow_image, b.flow_image) and np.array_equal(a.mask, b.mask)
+        assert np.array_equal(a.probability, b.probability)
+
+
+def test_prefetched_folder_output_equals_the_plain_one_and_a_failed_write_leaves_no_overlay(checkpoint, tmp_path,
+                                                                                            monkeypatch):
+    folder = tmp_path / "frames"
+    for index, frame in enumerate(_frames(5, 48, 64, seed=4)):
+        io.write_image(folder / f"{index:03d}.png", frame)
+    model = load_model(checkpoint, options=SMALL)
+    for prefetch in (False, True):  # True: frames prepared ahead and files written by a background thread
+        timings = segment_to_folder(folder, tmp_path / str(prefetch), model, batch_size=2, progress=False,
+                                    prefetch=prefetch, save_probabilities=True)
+        assert timings.frames == 5 and timings.wall_seconds > 0
+    for part in ("masks", "probabilities"):
+        names = sorted(p.name for p in (tmp_path / "False" / part).iterdir())
+        assert names == sorted(p.name for p in (tmp_path / "True" / part).iterdir()) and len(names) == 5
+        for name in names:
+            assert (tmp_path / "False" / part / name).read_bytes() == (tmp_path / "True" / part / name).read_bytes()
+    overlays = [list(io.open_frames(tmp_path / str(p) / "overlay.mp4")) for p in (False, True)]
+    assert len(overlays[0]) == len(overlays[1]) == 5
+    assert all(np.array_equal(a, b) for a, b in zip(*overlays)), "the overlay's frames stay in order"
+
+    def failing_write(path, *args, **kwargs):
+        if path.name == "00003.png":
+            raise OSError(f"{path}: no space left on device")
+        return original_write(path, *args, **kwargs)
+
+    original_write = io.write_mask
+    monkeypatch.setattr(io, "write_mask", failing_write)
+    with pytest.raises(OSError, match="no space left"):
+        segment_to_folder(folder, tmp_path / "failed", model, batch_size=2, progress=False, prefetch=True)
+    assert not (tmp_path / "failed" / "overlay.mp4").exists(), "a half-written video must not look complete"
+
+
+def test_prefetched_keeps_order_raises_and_stops_its_thread():
+    import threading
+
+    assert list(prefetched(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("frame 2 is corrupt")
+
+    items = prefetched(failing())
+    assert next(items) == 1
+    with pytest.raises(ValueError, match="frame 2 is corrupt"):
+        next(items)
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            count = 0
+            while True:
+                yield count
+                count += 1
+        finally:
+            closed.set()  # the source is closed when the consumer stops early
+
+    before = threading.active_count()
+    items = prefetched(endless(), depth=2)
+    assert [next(items) for _ in range(3)] == [0, 1, 2]
+    items.close()
+    assert closed.wait(5) and threading.active_count() == before
 
 
 def test_frame_folder_odd_size_and_one_frame_video(checkpoint, tmp_path):

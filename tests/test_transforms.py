@@ -4,7 +4,7 @@ import pytest
 import torch
 from scripted_rng import ScriptedRng
 
-from hfan.data.normalize import normalize_image, to_chw_tensor
+from hfan.data.normalize import normalize_batch, normalize_image, to_chw_tensor
 from hfan.data.transforms import (AugmentConfig, TrainTransform, choose_crop_box, draw_scale_box,
                                   photometric_distortion, resize_keep_ratio)
 from hfan.inference import rescale_size
@@ -208,6 +208,18 @@ def test_normalisation_matches_mmcv_bit_for_bit():
     cv2.subtract(expected, mean, expected)
     cv2.multiply(expected, 1 / std, expected)
     np.testing.assert_array_equal(normalize_image(rgb), expected)
+
+
+def test_batch_normalisation_in_torch_has_the_same_bits():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 17, 29, 3), dtype=np.uint8)
+    images[0, 0, :3] = [[0, 0, 0], [255, 255, 255], [124, 116, 104]]  # both ends, and next to the means
+    batch = normalize_batch(images)
+    assert batch.shape == (3, 3, 17, 29) and batch.dtype == torch.float32 and batch.is_contiguous()
+    expected = np.stack([to_chw_tensor(normalize_image(image)).numpy() for image in images])
+    np.testing.assert_array_equal(batch.numpy(), expected)
+    with pytest.raises(ValueError, match="NxHxWx3 uint8"):
+        normalize_batch(images.astype(np.float32))
 
 
 def test_normalisation_uses_imagenet_statistics_in_rgb_order():

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from hfan.config import InferenceConfig
-from hfan.data.normalize import normalize_image, to_chw_tensor
+from hfan.data.normalize import normalize_batch
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 BACKENDS = ("torch", "onnx")
@@ -163,9 +163,8 @@ class Predictor:
 
     # -- from RGB arrays to probabilities ---------------------------------------------------------------
     def _prepare(self, images: list[np.ndarray], box: tuple[int, int]) -> torch.Tensor:
-        tensors = [to_chw_tensor(normalize_image(resize_for_test(image, box, self.config.size_divisor)))
-                   for image in images]
-        return torch.stack(tensors).to(self.device)
+        resized = np.stack([resize_for_test(image, box, self.config.size_divisor) for image in images])
+        return normalize_batch(resized, self.device)
 
     def probabilities(self, frames: list[np.ndarray], flows: list[np.ndarray]) -> torch.Tensor:
         """Softmax maps (B,2,H,W) at the frames' own size, averaged over the test augmentations."""

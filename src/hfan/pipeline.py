@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from hfan.data.layouts import FlatLayout, Sample
 from hfan.flow import build_flow_estimator, flow_to_hfan_image, video_flows
 from hfan.flow.estimators import FlowEstimator
 from hfan.inference import Predictor
+from hfan.streaming import in_batches, prefetched
 
 CHECKPOINT_CACHE_ENV = "HFAN_HOME"
 # The official released files and the presets they hold (SPEC §4.3).
@@ -51,10 +53,19 @@ def find_checkpoint(preset: str) -> Path:
 
 @dataclass
 class Timings:
-    """Seconds spent per stage, for the speed breakdown (decode, flow, model, write)."""
+    """Seconds spent per stage, for the speed breakdown (decode, flow, encode, model, write), and in all.
+
+    With prefetching, decode / flow / encode run in a background thread beside the model, so the stages can sum
+    to more than `wall_seconds`, the elapsed time that frames/s is computed from.
+    """
 
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     frames: int = 0
+    wall_seconds: float = 0.0
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.wall_seconds if self.wall_seconds else float("nan")
 
     def add(self, stage: str, start: float) -> float:
         now = time.perf_counter()
@@ -85,80 +96,124 @@ def _timed(iterable: Iterable, timings: Timings, stage: str) -> Iterator:
 
 def segment_video(source: str | os.PathLike | Iterable[np.ndarray], model: torch.nn.Module | Predictor,
                   flow: str | FlowEstimator = "dis", batch_size: int = 4, flow_options: dict | None = None,
-                  timings: Timings | None = None) -> Iterator[FrameResult]:
+                  timings: Timings | None = None, prefetch: bool | None = None) -> Iterator[FrameResult]:
     """Segment every frame of a video file, a frame folder, or an iterable of RGB uint8 frames, lazily.
 
     Flow follows HFAN's convention (forward flow, backward for the last frame; a one-frame video gets a zero
-    flow, drawn white). Memory is bounded by `batch_size` frames whatever the video's length.
+    flow, drawn white). Memory is bounded by a few batches of `batch_size` frames whatever the video's length.
+    With `prefetch`, decoding, flow and its colour encoding for the next batches run in a background thread while
+    the model works on this one; the results are the same either way. Default (None): prefetch when the model
+    runs on a GPU. On the 2-core CPU the thread only competes with torch's threads for the same cores: 3-7 %
+    fewer frames/s with it (benchmarks/segment_speed.py).
     """
     predictor = model if isinstance(model, Predictor) else Predictor(model)
     estimator = flow if isinstance(flow, FlowEstimator) else build_flow_estimator(flow, **(flow_options or {}))
     timings = timings if timings is not None else Timings()
     frames = io.open_frames(source) if isinstance(source, (str, os.PathLike)) else source
-    pairs = iter(video_flows(_timed(frames, timings, "decode"), estimator))
-    batch: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def flows_timed() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        pairs = iter(video_flows(_timed(frames, timings, "decode"), estimator))
+        while True:
+            start, decoded_before = time.perf_counter(), timings.seconds["decode"]
+            try:
+                pair = next(pairs)
+            except StopIteration:
+                return
+            # video_flows pulls frames (timed as decode) while it estimates flow: count only the rest as flow.
+            timings.seconds["flow"] += time.perf_counter() - start - (timings.seconds["decode"] - decoded_before)
+            yield pair
+
+    def encoded_batches() -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+        # The colour encoding (the colours HFAN was trained on) takes 20-40 ms per 854x480 frame in numpy, more
+        # than a GPU needs for the model: the frames of a batch are encoded in parallel threads.
+        with ThreadPoolExecutor(max_workers=min(batch_size, os.cpu_count() or 1)) as pool:
+            for batch in in_batches(flows_timed(), batch_size):
+                start = time.perf_counter()
+                flow_images = list(pool.map(flow_to_hfan_image, [f for _, f in batch]))
+                timings.add("encode", start)
+                yield [(frame, flow_image) for (frame, _), flow_image in zip(batch, flow_images)]
+
+    if prefetch is None:
+        prefetch = predictor.device.type != "cpu"
+    batches = prefetched(encoded_batches()) if prefetch else encoded_batches()
     index = 0
-
-    def run(batch):
-        nonlocal index
-        start = time.perf_counter()
-        flow_images = [flow_to_hfan_image(f) for _, f in batch]  # the colours HFAN was trained on
-        start = timings.add("flow", start)
-        predictions = predictor.predict([frame for frame, _ in batch], flow_images)
-        timings.add("model", start)
-        for (frame, _), flow_image, prediction in zip(batch, flow_images, predictions):
-            index += 1
-            timings.frames += 1
-            yield FrameResult(index - 1, frame, flow_image, prediction.probability, prediction.mask)
-
-    while True:
-        start, decoded_before = time.perf_counter(), timings.seconds["decode"]
-        try:
-            pair = next(pairs)
-        except StopIteration:
-            break
-        # video_flows pulls frames (timed as decode) while it estimates flow: count only the rest as flow.
-        timings.seconds["flow"] += time.perf_counter() - start - (timings.seconds["decode"] - decoded_before)
-        batch.append(pair)
-        if len(batch) == batch_size:
-            yield from run(batch)
-            batch = []
-    if batch:
-        yield from run(batch)
+    try:
+        for batch in batches:
+            start = time.perf_counter()
+            predictions = predictor.predict([frame for frame, _ in batch], [flow_image for _, flow_image in batch])
+            timings.add("model", start)
+            for (frame, flow_image), prediction in zip(batch, predictions):
+                timings.frames += 1
+                yield FrameResult(index, frame, flow_image, prediction.probability, prediction.mask)
+                index += 1
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
 
 
 def segment_to_folder(source: str | os.PathLike, out: str | os.PathLike, model: torch.nn.Module | Predictor,
                       flow: str | FlowEstimator = "dis", flow_options: dict | None = None, batch_size: int = 4,
                       overlay: bool = True, save_probabilities: bool = False, save_flow: bool = False,
-                      progress: bool = True) -> Timings:
+                      progress: bool = True, prefetch: bool | None = None) -> Timings:
     """`hfan segment`: masks (0/255 PNG) in <out>/masks, <out>/overlay.mp4 at the source frame rate,
-    optionally 8-bit probabilities in <out>/probabilities and flow images in <out>/flow."""
+    optionally 8-bit probabilities in <out>/probabilities and flow images in <out>/flow.
+
+    With `prefetch` (default: when the model runs on a GPU) the next frames are prepared ahead (see
+    `segment_video`) and the files are written by a background thread, in order, so that the GPU does not
+    wait for the host.
+    """
+    wall_start = time.perf_counter()
+    predictor = model if isinstance(model, Predictor) else Predictor(model)
+    if prefetch is None:
+        prefetch = predictor.device.type != "cpu"
     video = io.open_frames(source)
     out = Path(out)
     timings = Timings()
     fps = video.fps or 25.0
     writer = io.VideoWriter(out / "overlay.mp4", fps) if overlay else None
+
+    def write(result: FrameResult) -> None:
+        start = time.perf_counter()
+        name = f"{result.index:05d}.png"
+        io.write_mask(out / "masks" / name, result.mask, foreground_value=255)
+        if save_probabilities:
+            io.write_image(out / "probabilities" / name, probability_to_uint8(result.probability))
+        if save_flow:
+            io.write_image(out / "flow" / f"{result.index:05d}.jpg", result.flow_image)
+        if writer is not None:
+            writer.write(io.overlay_mask(result.frame, result.mask))
+        timings.add("write", start)
+
+    results = segment_video(video, predictor, flow, batch_size, flow_options, timings, prefetch)
+    # One writing thread keeps the overlay's frames in order; at most two batches wait for it.
+    writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hfan-write") if prefetch else None
+    pending: deque[Future] = deque()
     try:
-        results = segment_video(video, model, flow, batch_size, flow_options, timings)
         for result in tqdm(results, total=video.frame_count, unit="frame", disable=not progress, desc=Path(source).name):
-            start = time.perf_counter()
-            name = f"{result.index:05d}.png"
-            io.write_mask(out / "masks" / name, result.mask, foreground_value=255)
-            if save_probabilities:
-                io.write_image(out / "probabilities" / name, probability_to_uint8(result.probability))
-            if save_flow:
-                io.write_image(out / "flow" / f"{result.index:05d}.jpg", result.flow_image)
-            if writer is not None:
-                writer.write(io.overlay_mask(result.frame, result.mask))
-            timings.add("write", start)
+            if writing is None:
+                write(result)
+                continue
+            pending.append(writing.submit(write, result))
+            while len(pending) > 2 * batch_size or (pending and pending[0].done()):
+                pending.popleft().result()  # raises a failed write here
+        while pending:
+            pending.popleft().result()
     except BaseException:
+        results.close()  # stops the prefetching thread before the partial video is removed
+        if writing is not None:
+            writing.shutdown(cancel_futures=True)
         if writer is not None:
             writer.abort()
         raise
+    finally:
+        if writing is not None:
+            writing.shutdown()
     if writer is not None:
         start = time.perf_counter()
         writer.close()
         timings.add("write", start)
+    timings.wall_seconds = time.perf_counter() - wall_start
     return timings
 
 
@@ -231,7 +286,8 @@ def infer_dataset(predictor: Predictor, data_root: str | os.PathLike, split: str
             or (save_probabilities and not (probability_out / s.video / f"{s.index:05d}.png").is_file())]
     model_seconds, wall_start = 0.0, time.perf_counter()
     bar = tqdm(total=len(todo), unit="frame", disable=not progress, desc=f"infer {split}")
-    for batch in _batches_of_one_video(todo, batch_size):
+    # Frames and flow images of the next batches are read in a background thread while the model runs.
+    for batch in prefetched(_batches_of_one_video(todo, batch_size)):
         if predictor.device.type == "cuda":
             torch.cuda.synchronize(predictor.device)
         start = time.perf_counter()

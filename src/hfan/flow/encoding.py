@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import cv2
 import numpy as np
 
 # Number of hues between the six primary colours of the wheel (Baker et al., ICCV 2007).
@@ -45,12 +46,21 @@ def make_colorwheel() -> np.ndarray:
 
 
 _COLORWHEEL = make_colorwheel()
+# The wheel / 255 as a 3-channel cv2.LUT table (rows past 55 unused). Dividing the table once gives the same
+# float64 values as RAFT's per-pixel `colorwheel[k] / 255.0`.
+_WHEEL_LUT = np.zeros((1, 256, 3), np.float64)
+_WHEEL_LUT[0, :_COLORWHEEL.shape[0]] = _COLORWHEEL / 255.0
 
 
 def flow_uv_to_colors(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Colour of already-normalised flow components (magnitude <= 1 inside the wheel); RGB uint8 HxWx3.
 
     Magnitudes above 1 (never produced by `flow_to_image`) are darkened by 0.75, as in RAFT.
+    Every value is RAFT's own float32/float64 operation in RAFT's order, so the bytes are RAFT's
+    (tests/test_flow_encoding.py holds RAFT's loop verbatim and compares). What differs is how: one cv2.LUT
+    gathers the three channels' wheel values (numpy's fancy indexing took half the time), the arithmetic runs
+    in place on HxWx3, and the masked assignments become whole-array operations (the rare magnitude > 1 pixels
+    are patched afterwards): 1.4-2x faster, which matters when the model runs on a GPU and this does not.
     """
     ncols = _COLORWHEEL.shape[0]
     rad = np.sqrt(np.square(u) + np.square(v))
@@ -59,16 +69,21 @@ def flow_uv_to_colors(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     k0 = np.floor(fk).astype(np.int32)
     k1 = k0 + 1
     k1[k1 == ncols] = 0
-    f = fk - k0
-    inside = rad <= 1
-    image = np.zeros(u.shape + (3,), np.uint8)
-    for channel in range(3):
-        wheel = _COLORWHEEL[:, channel]
-        col = (1 - f) * (wheel[k0] / 255.0) + f * (wheel[k1] / 255.0)
-        col[inside] = 1 - rad[inside] * (1 - col[inside])
-        col[~inside] = col[~inside] * 0.75
-        image[:, :, channel] = np.floor(255 * col)
-    return image
+    f = (fk - k0)[..., None]  # float32 - int32: float64, as in RAFT
+    col = cv2.LUT(cv2.merge([k0.astype(np.uint8)] * 3), _WHEEL_LUT)
+    col *= 1 - f
+    col += cv2.LUT(cv2.merge([k1.astype(np.uint8)] * 3), _WHEEL_LUT) * f
+    outside = ~(rad <= 1)  # RAFT's `~inside`, NaN included
+    darkened = col[outside] * 0.75 if outside.any() else None
+    # 1 - rad * (1 - col), in place
+    np.subtract(1, col, out=col)
+    col *= rad[..., None]
+    np.subtract(1, col, out=col)
+    if darkened is not None:
+        col[outside] = darkened
+    col *= 255
+    np.floor(col, out=col)
+    return col.astype(np.uint8)
 
 
 def flow_to_image(flow: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from typing import TypeVar
 import numpy as np
 
 from hfan.flow.estimators import FlowEstimator
+from hfan.streaming import in_batches
 
 Key = TypeVar("Key")
 
@@ -29,19 +30,9 @@ def flow_partner(position: int, num_frames: int) -> int | None:
 
 def _flows_in_batches(pairs: Iterable[tuple[Key, np.ndarray, np.ndarray]], estimator: FlowEstimator,
                       batch_size: int) -> Iterator[tuple[Key, np.ndarray]]:
-    pending: list[tuple[Key, np.ndarray, np.ndarray]] = []
-
-    def run():
-        flows = estimator.compute_batch([p[1] for p in pending], [p[2] for p in pending])
-        return [(p[0], flow) for p, flow in zip(pending, flows)]
-
-    for pair in pairs:
-        pending.append(pair)
-        if len(pending) == batch_size:
-            yield from run()
-            pending = []
-    if pending:
-        yield from run()
+    for batch in in_batches(pairs, batch_size):
+        flows = estimator.compute_batch([first for _, first, _ in batch], [second for _, _, second in batch])
+        yield from ((key, flow) for (key, _, _), flow in zip(batch, flows))
 
 
 def _zero_flow(frame: np.ndarray) -> np.ndarray:
