@@ -9,7 +9,7 @@
 # tool, copy that folder into a git-ignored folder of the checkout, `carry` it and point HFAN_SHARED there.
 # Each step has its own time limit so that one slow step leaves the others their time; logs go to OUT_DIR.
 set -uo pipefail
-out=${1:-gpu_check_out}
+out=$(realpath -m "${1:-gpu_check_out}")
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1

@@ -103,8 +103,8 @@ def segment_video(source: str | os.PathLike | Iterable[np.ndarray], model: torch
     flow, drawn white). Memory is bounded by a few batches of `batch_size` frames whatever the video's length.
     With `prefetch`, decoding, flow and its colour encoding for the next batches run in a background thread while
     the model works on this one; the results are the same either way. Default (None): prefetch when the model
-    runs on a GPU. On the 2-core CPU the thread only competes with torch's threads for the same cores: 3-7 %
-    fewer frames/s with it (benchmarks/segment_speed.py).
+    runs on a GPU. On the 2-core CPU the thread competes with torch's threads for the same cores: between 7 %
+    slower and 10 % faster over three runs of benchmarks/segment_speed.py, so no gain to rely on.
     """
     predictor = model if isinstance(model, Predictor) else Predictor(model)
     estimator = flow if isinstance(flow, FlowEstimator) else build_flow_estimator(flow, **(flow_options or {}))
