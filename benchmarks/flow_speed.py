@@ -3,8 +3,10 @@
 DIS presets and Farneback (OpenCV), RAFT small and large from torchvision with random weights (the time does not
 depend on the weights) at 20 and 12 refinement iterations, one pair per call; plus the colour encoding and the
 JPEG write that `hfan prepare` adds to every frame. Medians over --repeats timed calls after one warm-up call.
+glibc's allocator is tuned as `hfan prepare` does (`--no-malloc-tuning`: its defaults).
 
     PYTHONPATH=src python benchmarks/flow_speed.py [--repeats 5] [--raft-repeats 3] [--torch-threads N]
+                                                   [--no-malloc-tuning]
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import torch
 
 from hfan.data.io import read_image, write_image
 from hfan.flow import build_flow_estimator, flow_to_hfan_image
+from hfan.perf import tune_malloc
 
 
 def _frames(shared: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +53,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--raft-repeats", type=int, default=3)
     parser.add_argument("--torch-threads", type=int, default=None, help="default: torch's own choice")
+    parser.add_argument("--no-malloc-tuning", action="store_true",
+                        help="leave glibc's allocator at its defaults (`hfan prepare` tunes it unless told not to)")
     args = parser.parse_args()
+    if not args.no_malloc_tuning:
+        tune_malloc()
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     first, second = _frames(args.shared)
