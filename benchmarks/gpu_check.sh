@@ -5,12 +5,18 @@
 #   HFAN_SHARED=/path/to/shared bash benchmarks/gpu_check.sh OUT_DIR
 #
 # Uses the machine's own python3 with torch, torchvision and OpenCV (the package runs from src/, nothing is
-# installed). The reference fixture comes from $HFAN_SHARED (fixtures/hfan_reference_b0, 12 MB): on the device
-# tool, copy that folder into a git-ignored folder of the checkout, `carry` it and point HFAN_SHARED there.
+# installed). From the shared folder it needs the reference fixture (3 files) and the blackswan frames, 26 MB.
+# With the device tool, stage them first in a git-ignored folder of the checkout (here, in the repo root):
+#   echo /.gpu_shared/ >> .git/info/exclude
+#   mkdir -p .gpu_shared/fixtures/hfan_reference_b0 .gpu_shared/data/davis16_mini/JPEGImages/480p
+#   cp ../shared/fixtures/hfan_reference_b0/{state_dict_b0,inputs,outputs_b0_hfan}.pt .gpu_shared/fixtures/hfan_reference_b0/
+#   cp -r ../shared/data/davis16_mini/JPEGImages/480p/blackswan .gpu_shared/data/davis16_mini/JPEGImages/480p/
+# then: run(command="HFAN_SHARED=.gpu_shared bash benchmarks/gpu_check.sh $OUT", carry=[".gpu_shared"], timeout_s=580)
 # Each step has its own time limit so that one slow step leaves the others their time; logs go to OUT_DIR.
 set -uo pipefail
 out=$(realpath -m "${1:-gpu_check_out}")
 mkdir -p "$out"
+if [ -n "${HFAN_SHARED:-}" ]; then export HFAN_SHARED=$(realpath -m "$HFAN_SHARED"); fi
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
