@@ -18,7 +18,7 @@ model = hfan.load_model("hfan-b0", options=["test.mode=whole"])  # random weight
 for result in segment_video(video, model, flow="dis"):
     print(f"frame {result.index}: {result.mask.mean():.1%} foreground, mask {result.mask.shape}")
     if result.index == 4:
-        break  # results come lazily: stopping here decodes no further frames
+        break  # results come lazily: stopping here decodes no further frames (on a GPU, a batch or two read ahead)
 
 first = next(iter(open_frames(video)))
 print("one frame through model.predict:", model.predict(first, first).mask.shape)
