@@ -61,7 +61,8 @@ def measure(tuned: bool, repeats: int, threads: int) -> dict[str, float]:
         "flow dis": lambda i: dis(first, second),
         "encode": lambda i: flow_to_hfan_image(flow),
         "resize": lambda i: [resize_for_test(image, (2048, 512), 32) for image in (first, flow_image)],
-        "normalise numpy x2": lambda i: [torch.from_numpy(normalize_image(r).transpose(2, 0, 1).copy()) for r in resized],
+        "normalise numpy x2": lambda i: [torch.from_numpy(normalize_image(r).transpose(2, 0, 1).copy())
+                                         for r in resized],
         "normalise torch x2": lambda i: normalize_batch(np.stack(resized)),
         "write mask": lambda i: io.write_mask(work / "masks" / f"{i:05d}.png", mask, foreground_value=255),
         "overlay": lambda i: video.write(io.overlay_mask(first, mask)),

@@ -161,8 +161,9 @@ def _run_segment(args) -> int:
                                 overlay=not args.no_overlay, save_probabilities=args.save_probabilities,
                                 save_flow=args.save_flow)
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in timings.seconds.items())
-    print(f"{timings.frames} frames -> {out} in {timings.wall_seconds:.1f} s ({timings.frames_per_second:.2f} frames/s; "
-          f"{stages}; decode, flow and encode overlap the model)")
+    print(f"{timings.frames} frames -> {out} in {timings.wall_seconds:.1f} s "
+          f"({timings.frames_per_second:.2f} frames/s; "
+          f"time per stage: {stages})")
     return 0
 
 

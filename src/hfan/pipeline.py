@@ -190,7 +190,8 @@ def segment_to_folder(source: str | os.PathLike, out: str | os.PathLike, model: 
     writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hfan-write") if prefetch else None
     pending: deque[Future] = deque()
     try:
-        for result in tqdm(results, total=video.frame_count, unit="frame", disable=not progress, desc=Path(source).name):
+        for result in tqdm(results, total=video.frame_count, unit="frame", disable=not progress,
+                           desc=Path(source).name):
             if writing is None:
                 write(result)
                 continue
