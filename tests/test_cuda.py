@@ -70,6 +70,14 @@ def test_cuda_graphs_compile_once_and_match_eager():
     torch._dynamo.reset()
 
 
+def test_cli_puts_all_windows_of_a_frame_batch_in_one_forward_on_the_gpu():
+    from hfan.cli import _build_predictor, build_parser
+
+    args = build_parser().parse_args(["segment", "video.mp4", "--model", "hfan-b0", "--batch-size", "16"])
+    predictor = _build_predictor(args, None)
+    assert predictor.device.type == "cuda" and predictor.max_batch == 48 and predictor.precision == "fp16"
+
+
 def test_on_device_normalisation_has_the_cpu_bits():
     images = np.random.default_rng(1).integers(0, 256, (2, 33, 47, 3), dtype=np.uint8)
     assert torch.equal(normalize_batch(images, "cuda").cpu(), normalize_batch(images))

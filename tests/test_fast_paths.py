@@ -139,6 +139,7 @@ def test_cli_inference_tunes_malloc_unless_told_not_to(monkeypatch, tmp_path):
     base = ["segment", "video.mp4", "--model", "hfan-b0", "--backend", "onnx"]
     predictor = _build_predictor(build_parser().parse_args(base), None)
     assert calls == [True] and predictor.backend == "onnx"
+    assert predictor.max_batch == 8, "the CPU's best window batch (benchmarks/model_speed.py)"
     _build_predictor(build_parser().parse_args(base + ["--no-malloc-tuning"]), None)
     assert calls == [True]
 
