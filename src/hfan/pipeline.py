@@ -94,6 +94,11 @@ def _timed(iterable: Iterable, timings: Timings, stage: str) -> Iterator:
         yield item
 
 
+def _prefetches(predictor: Predictor, prefetch: bool | None) -> bool:
+    """The prefetch default of segment_video and segment_to_folder: on when the model runs on a GPU."""
+    return predictor.device.type != "cpu" if prefetch is None else prefetch
+
+
 def segment_video(source: str | os.PathLike | Iterable[np.ndarray], model: torch.nn.Module | Predictor,
                   flow: str | FlowEstimator = "dis", batch_size: int = 4, flow_options: dict | None = None,
                   timings: Timings | None = None, prefetch: bool | None = None) -> Iterator[FrameResult]:
@@ -133,9 +138,7 @@ def segment_video(source: str | os.PathLike | Iterable[np.ndarray], model: torch
                 timings.add("encode", start)
                 yield [(frame, flow_image) for (frame, _), flow_image in zip(batch, flow_images)]
 
-    if prefetch is None:
-        prefetch = predictor.device.type != "cpu"
-    batches = prefetched(encoded_batches()) if prefetch else encoded_batches()
+    batches = prefetched(encoded_batches()) if _prefetches(predictor, prefetch) else encoded_batches()
     index = 0
     try:
         for batch in batches:
@@ -147,9 +150,7 @@ def segment_video(source: str | os.PathLike | Iterable[np.ndarray], model: torch
                 yield FrameResult(index, frame, flow_image, prediction.probability, prediction.mask)
                 index += 1
     finally:
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
+        batches.close()  # both are generators: stops the prefetching thread, or the encoding pool
 
 
 def segment_to_folder(source: str | os.PathLike, out: str | os.PathLike, model: torch.nn.Module | Predictor,
@@ -165,8 +166,7 @@ def segment_to_folder(source: str | os.PathLike, out: str | os.PathLike, model: 
     """
     wall_start = time.perf_counter()
     predictor = model if isinstance(model, Predictor) else Predictor(model)
-    if prefetch is None:
-        prefetch = predictor.device.type != "cpu"
+    prefetch = _prefetches(predictor, prefetch)
     video = io.open_frames(source)
     out = Path(out)
     timings = Timings()
