@@ -1,11 +1,14 @@
 """End-to-end speed of `hfan segment` on a DAVIS sequence (854x480): frames/s, and the time of each stage.
 
-    python benchmarks/segment_speed.py [--frames 12] [--presets hfan-b0,hfan-small] [--flow dis] [--threads 2]
-                                       [--repeats 3] [--device cpu]
+    python benchmarks/segment_speed.py [--frames 12] [--presets hfan-default,hfan-b0,hfan-small] [--flow dis]
+                                       [--threads 2] [--repeats 3] [--device cpu]
+    python benchmarks/segment_speed.py --presets hfan-default --frames 50    # the default model, whole clip
     python benchmarks/segment_speed.py --device cuda --flow raft_large --frames 48   # on a GPU machine
 
-Random weights (speed does not depend on them), the official single-scale sliding window, fp32 on CPU (fp16
-autocast on CUDA), malloc tuning and 4 frames per batch as `hfan segment` by default. Each preset runs with the
+Random weights (speed does not depend on them), each preset's own test settings (the official single-scale
+sliding window; hfan-default: whole image at short side 128) and flow settings (hfan-default: DIS with the
+camera motion removed) unless --flow replaces the estimator, fp32 on CPU (fp16 autocast on CUDA), malloc tuning,
+the CLI's windows per forward and 4 frames per batch as `hfan segment` by default. Each preset runs with the
 next batches prefetched in a background thread (the default) and without, interleaved, median of --repeats runs
 after a warm-up run. frames/s is elapsed time; the stage columns are each stage's own time per frame (with
 prefetching, decode / flow / encode run beside the model, so they add up to more than the elapsed time).
@@ -39,8 +42,9 @@ STAGES = ("decode", "flow", "encode", "model", "write")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=12)
-    parser.add_argument("--presets", default="hfan-b0,hfan-small")
-    parser.add_argument("--flow", default="dis", help="dis | farneback | raft_small | raft_large (random weights)")
+    parser.add_argument("--presets", default="hfan-default,hfan-b0,hfan-small")
+    parser.add_argument("--flow", default=None,
+                        help="dis | farneback | raft_small | raft_large (random weights); default: each model's own")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
@@ -51,8 +55,9 @@ def main() -> None:
     tune_malloc()  # as `hfan segment` does by default
     device = torch.device(args.device)
     # RAFT with random weights: its speed does not depend on them, and no download is needed.
-    estimator = build_flow_estimator(args.flow, **({"weights": None, "device": device, "batch_size": args.batch_size}
-                                                   if args.flow.startswith("raft") else {}))
+    estimator = args.flow
+    if args.flow and args.flow.startswith("raft"):
+        estimator = build_flow_estimator(args.flow, weights=None, device=device, batch_size=args.batch_size)
     work = Path(tempfile.mkdtemp(prefix="hfan_segment_speed_"))
     try:
         source = work / "frames"
@@ -63,7 +68,9 @@ def main() -> None:
         runs: dict[tuple[str, bool], list] = {}
         for preset in args.presets.split(","):
             torch.manual_seed(0)
-            predictor = Predictor(build_model(get_preset(preset)).to(device), device=device)
+            # The CLI's windows per forward (hfan.cli._build_predictor).
+            max_batch = 8 if device.type == "cpu" else max(8, 3 * args.batch_size)
+            predictor = Predictor(build_model(get_preset(preset)).to(device), device=device, max_batch=max_batch)
             segment_to_folder(source, work / "warmup", predictor, estimator, batch_size=args.batch_size,
                               progress=False)  # first-call costs (allocator, cuDNN autotuning)
             for _ in range(args.repeats):
@@ -76,17 +83,21 @@ def main() -> None:
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     precision = "fp16 autocast" if device.type == "cuda" else "fp32"
-    print(f"`hfan segment` on {frames} frames of {Path(args.sequence).name} (854x480), flow {args.flow}, {where}, "
-          f"{precision}, sliding window 928x512 (3 windows), {args.batch_size} frames per batch, median of "
+    print(f"`hfan segment` on {frames} frames of {Path(args.sequence).name} (854x480), flow "
+          f"{args.flow or 'each model own'}, {where}, {precision}, {args.batch_size} frames per batch, median of "
           f"{args.repeats} runs; load average {os.getloadavg()[0]:.1f} at the end")
-    print("| preset | prefetch | frames/s | " + " | ".join(f"{s} ms/frame" for s in STAGES) + " | host ms/frame |")
-    print("|---|---|---:|" + "---:|" * (len(STAGES) + 1))
+    print("| preset | test | flow | prefetch | frames/s | " + " | ".join(f"{s} ms/frame" for s in STAGES)
+          + " | host ms/frame |")
+    print("|---|---|---|---|---:|" + "---:|" * (len(STAGES) + 1))
     for (preset, prefetch), timings in runs.items():
         fps = statistics.median(t.frames_per_second for t in timings)
         per_frame = {s: statistics.median(1000 * t.seconds.get(s, 0.0) / t.frames for t in timings) for s in STAGES}
         host = sum(v for s, v in per_frame.items() if s != "model")
         cells = " | ".join(f"{per_frame[s]:.0f}" for s in STAGES)
-        print(f"| {preset} | {'yes' if prefetch else 'no'} | {fps:.2f} | {cells} | {host:.0f} |")
+        config = get_preset(preset)
+        test = f"{config.test.mode} {min(config.test.img_scale)}"
+        flow = (f"{args.flow or config.flow.method} x{config.flow.scale:g}, camera {config.flow.camera_motion}")
+        print(f"| {preset} | {test} | {flow} | {'yes' if prefetch else 'no'} | {fps:.2f} | {cells} | {host:.0f} |")
 
 
 if __name__ == "__main__":

@@ -100,3 +100,26 @@ def test_imagenet_backbone_file(b0_model, tmp_path):
     assert torch.equal(fresh.backbone.norm4.weight, b0_model.backbone.norm4.weight)
     with pytest.raises(CheckpointError, match="wrong shapes"):
         load_imagenet_backbone(build_model(get_preset("hfan-small")), tmp_path / "mit_b0.pth")
+
+
+def test_export_weights_halves_the_file_keeps_the_config_and_records_a_card(tmp_path):
+    from hfan.cli import main
+    from hfan.models.checkpoints import export_weights, model_card
+
+    torch.manual_seed(0)
+    config = get_preset("hfan-default")
+    model = build_model(config)
+    source = save_checkpoint(tmp_path / "best.pth", model, config, iteration=7, validation={"J-Mean": 0.5},
+                             optimizer={"state": {}})
+    out = export_weights(source, tmp_path / "shipped.pth", card={"name": "mine"})
+    data = torch.load(out, weights_only=True)
+    assert set(data) == {"format", "version", "config", "state_dict", "model_card"}  # no optimiser state
+    assert {v.dtype for v in data["state_dict"].values() if v.is_floating_point()} == {torch.float16}
+    assert model_card(out) == {"iteration": 7, "validation": {"J-Mean": 0.5}, "name": "mine"}
+    loaded = load_model(out)
+    assert loaded.config == config
+    for key, value in model.state_dict().items():  # the fp16 rounding of every weight, nothing else
+        expected = value.half().float() if value.is_floating_point() else value
+        assert torch.equal(loaded.state_dict()[key], expected), key
+    assert main(["export", "weights", str(tmp_path / "absent.pth"), "--out", str(tmp_path / "x.pth")]) == 2
+    assert not (tmp_path / "x.pth").exists()

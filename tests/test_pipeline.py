@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import shared_path
-from hfan import build_model, get_preset, load_model, save_checkpoint
+from hfan import apply_overrides, build_model, get_preset, load_model, save_checkpoint
 from hfan.cli import main
 from hfan.data import io
 from hfan.pipeline import segment_to_folder, segment_video
@@ -170,7 +170,8 @@ def test_bad_inputs_give_one_clear_error(checkpoint, tmp_path, capsys, monkeypat
         assert main(argv) == 2
         assert message in capsys.readouterr().err
     monkeypatch.setenv("HFAN_HOME", str(tmp_path / "home"))
-    assert main(["segment", str(tmp_path / "empty")]) == 2
+    # without --checkpoint a paper preset is looked up in the cache (the default model needs no lookup)
+    assert main(["segment", str(tmp_path / "empty"), "--model", "hfan-small"]) == 2
     err = capsys.readouterr().err
     assert "no weights for hfan-small" in err and "--checkpoint" in err and "HFAN-s-converted.pth" in err
 
@@ -230,7 +231,8 @@ def test_infer_resumes_after_being_killed(checkpoint, davis_prepared, tmp_path):
         process.send_signal(signal.SIGKILL)
         process.wait()
     assert exited_early is None, f"hfan infer ended before it was killed:\n{log.read_text()[-2000:]}"
-    done_before = {p: p.stat().st_mtime_ns for p in out.glob("*/*.png")}
+    # a mask being written at the kill is a temporary file (also *.png): the rerun removes it, it is not done
+    done_before = {p: p.stat().st_mtime_ns for p in out.glob("*/*.png") if not io.is_temp_path(p)}
     assert 5 <= len(done_before) < 139
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     assert f"{len(done_before)} already complete" in result.stdout
@@ -247,3 +249,24 @@ def test_readme_example_runs():
     result = subprocess.run([sys.executable, str(example), str(video)], capture_output=True, text=True, check=True)
     assert "frame 4:" in result.stdout and "frame 5:" not in result.stdout
     assert "one frame through model.predict: (240, 320)" in result.stdout
+
+
+def test_segment_video_makes_the_flow_the_model_was_trained_on():
+    """The model's `flow` settings (scale, camera-motion removal, DIS preset) decide the flow images it gets."""
+    from hfan.flow import build_flow_estimator
+    from hfan.flow.model_input import ScaledFlowEstimator, flow_image_for_model
+
+    config = apply_overrides(get_preset("hfan-default"), ["flow.scale=0.5", "flow.dis_preset=ultrafast"])
+    model = build_model(config).eval()
+    frames = _frames(3, 64, 96)
+    results = list(segment_video(frames, model, batch_size=2))
+    estimator = ScaledFlowEstimator(build_flow_estimator("dis", preset="ultrafast"), 0.5)
+    expected = flow_image_for_model(estimator(frames[0], frames[1]), "affine", (96, 64))
+    assert np.array_equal(results[0].flow_image, expected)
+    raw = flow_image_for_model(build_flow_estimator("dis", preset="ultrafast")(frames[0], frames[1]))
+    assert not np.array_equal(results[0].flow_image, raw)
+    # --flow replaces the estimator only: the camera motion is still removed
+    farneback = list(segment_video(frames, model, flow="farneback", batch_size=2))
+    scaled = ScaledFlowEstimator(build_flow_estimator("farneback"), 0.5)
+    assert np.array_equal(farneback[0].flow_image,
+                          flow_image_for_model(scaled(frames[0], frames[1]), "affine", (96, 64)))

@@ -195,3 +195,24 @@ def test_prepare_frame_folder_copies_jpegs(tmp_path):
     assert [s.stem for s in layout.samples("val", require_masks=False)] == [f"my-clip_{t:05d}" for t in range(3)]
     assert layout.frame_path("val", "my-clip", 1).read_bytes() == (tmp_path / "my clip" / "img2.jpg").read_bytes()
     assert read_record(out, "val", "my-clip")["fps"] == 10
+
+
+def test_camera_motion_removal_is_a_flow_setting_of_prepare(tmp_path):
+    from hfan.flow.model_input import flow_image_for_model
+
+    clip = make_video(4, num_frames=3, size=(64, 80))
+    for t in range(3):
+        write_image(tmp_path / "clip" / f"{t:05d}.png", clip.frames[t])
+    raw, residual = tmp_path / "raw", tmp_path / "residual"
+    prepare_video(tmp_path / "clip", raw, ULTRAFAST, fps=10)
+    assert main(["prepare", "video", str(tmp_path / "clip"), "--out", str(residual), "--dis-preset", "ultrafast",
+                 "--camera-motion", "affine"]) == 0
+    record = read_record(residual, "val", "clip")
+    assert record["flow"]["camera_motion"] == "affine" and "camera_motion" not in read_record(raw, "val", "clip")["flow"]
+    flow = build_flow_estimator("dis", preset="ultrafast")(clip.frames[0], clip.frames[1])
+    write_image(tmp_path / "expected.jpg", flow_image_for_model(flow, "affine"))
+    flow_file = FlatLayout(residual).flow_path("val", "clip", 0)
+    assert flow_file.read_bytes() == (tmp_path / "expected.jpg").read_bytes()
+    assert flow_file.read_bytes() != FlatLayout(raw).flow_path("val", "clip", 0).read_bytes()
+    # another camera setting is another output: the rerun redoes the video
+    assert prepare_video(tmp_path / "clip", residual, ULTRAFAST, fps=10).videos_skipped == 0

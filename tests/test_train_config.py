@@ -43,8 +43,9 @@ def test_param_rules_and_augmentation_defaults():
     assert (aug.img_scale, aug.ratio_range, aug.crop_size, aug.cat_max_ratio) == \
         ((2048, 512), (0.5, 2.0), (512, 512), 0.75)
     assert (aug.flip_prob, aug.seg_pad_val, aug.hue_delta, aug.brightness_delta) == (0.5, 0, 18, 32.0)
+    # the paper's two stages for every size, and the recipe of our default model
     assert set(TRAIN_PRESETS) == {f"hfan-{s}-{stage}" for s in ("b0", "small", "medium", "large")
-                                  for stage in ("160k", "refine")}
+                                  for stage in ("160k", "refine")} | {"hfan-default-composites"}
 
 
 def test_dotted_overrides_reach_every_section_and_the_model():

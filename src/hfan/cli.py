@@ -61,6 +61,28 @@ def _add_export(subparsers) -> None:
     onnx.add_argument("--size", default="512x512", help="window HxW, multiples of 32 (default 512x512)")
     onnx.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     onnx.set_defaults(func=_run_export_onnx)
+    weights = formats.add_parser("weights", help="a training checkpoint -> inference weights (fp16, model card)")
+    weights.add_argument("checkpoint", help="a checkpoint of hfan train, e.g. WORK_DIR/best.pth")
+    weights.add_argument("--out", required=True, help="output .pth file")
+    weights.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
+    weights.add_argument("--card", default=None, help="JSON file of model-card fields to record (name, data, ...)")
+    weights.set_defaults(func=_run_export_weights)
+
+
+def _run_export_weights(args) -> int:
+    import json
+
+    from hfan.models.checkpoints import export_weights
+
+    card = None
+    if args.card:
+        try:
+            card = json.loads(Path(args.card).read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"--card {args.card}: cannot read a JSON object ({error})") from None
+    path = export_weights(args.checkpoint, args.out, half=not args.fp32, card=card)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
 
 
 def _run_export_onnx(args) -> int:
@@ -81,7 +103,8 @@ def _run_export_onnx(args) -> int:
 
 def _add_model_arguments(parser, default_model: str | None) -> None:
     parser.add_argument("--model", default=default_model,
-                        help="preset: hfan-b0, hfan-small, hfan-medium, hfan-large (default: what the checkpoint holds)")
+                        help="default (the packaged model), or a preset: hfan-b0, hfan-small, hfan-medium, hfan-large "
+                             "(default: what the checkpoint holds)")
     parser.add_argument("--checkpoint", help="weights: an official *-converted.pth or a file of ours")
     parser.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
                         help="dotted overrides, e.g. decode_head.select_method=im test.mode=whole")
@@ -121,7 +144,8 @@ def _build_predictor(args, checkpoint):
         options.append("test.mode=whole")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))  # torchrun: one GPU per process
     device = args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    model = load_model(args.model, checkpoint=checkpoint, options=options, device=device)
+    model_name = None if args.model == "default" else args.model  # the checkpoint is then the packaged file
+    model = load_model(model_name, checkpoint=checkpoint, options=options, device=device)
     if torch.device(device).type == "cpu":
         # CPU: 8 windows per forward (1.42-1.45 s per DAVIS frame against 1.67 s one by one; all 12 windows of 4
         # frames at once was slower, 2.6 s). Compiled chunks are padded to max_batch windows: one window per
@@ -139,7 +163,9 @@ def _add_segment(subparsers) -> None:
     parser.add_argument("input", help="video file (mp4, avi, mov, mkv) or folder of frames")
     parser.add_argument("--out", default=None, help="output folder (default: <input name>_hfan next to it)")
     _add_model_arguments(parser, None)
-    parser.add_argument("--flow", default="dis", help="dis (default, no weights), farneback, raft_small, raft_large")
+    parser.add_argument("--flow", default=None,
+                        help="dis, farneback, raft_small, raft_large (default: the model's own, dis for the default "
+                             "model and the official checkpoints)")
     parser.add_argument("--raft-weights", default=None, help="local RAFT weights file (torchvision state dict)")
     parser.add_argument("--save-probabilities", action="store_true", help="also 8-bit foreground probability PNGs")
     parser.add_argument("--save-flow", action="store_true", help="also the colour-coded flow images")
@@ -153,11 +179,17 @@ def _run_segment(args) -> int:
     from hfan.pipeline import find_checkpoint, segment_to_folder
 
     source = Path(args.input)
-    # Without --checkpoint: the cached weights of --model (default hfan-small); with it, the file says the model.
-    checkpoint = args.checkpoint or find_checkpoint(args.model or "hfan-small")
+    # Without --checkpoint: the packaged default model, or the cached weights of --model; with it, the file says
+    # the model.
+    if args.checkpoint:
+        checkpoint = args.checkpoint
+    elif args.model in (None, "default"):
+        checkpoint = _default_checkpoint()
+    else:
+        checkpoint = find_checkpoint(args.model)
     predictor = _build_predictor(args, checkpoint)
     flow_options = {"weights": args.raft_weights} if args.raft_weights else {}
-    if args.flow.startswith("raft"):
+    if args.flow and args.flow.startswith("raft"):
         flow_options.setdefault("device", predictor.device)
     out = Path(args.out) if args.out else source.with_name(source.stem + "_hfan")
     timings = segment_to_folder(source, out, predictor, args.flow, flow_options, args.batch_size,
@@ -168,6 +200,17 @@ def _run_segment(args) -> int:
           f"({timings.frames_per_second:.2f} frames/s; "
           f"time per stage: {stages})")
     return 0
+
+
+def _default_checkpoint():
+    from hfan.models.checkpoints import default_weights_path, model_card
+
+    path = default_weights_path()
+    card = model_card(path) if path.is_file() else {}
+    print(f"model: {card.get('name', 'hfan-default')}, the default model shipped with hfan "
+          f"({card.get('summary', 'MiT-b0, flow only, trained on synthetic composites')}); "
+          "the paper's accuracy needs the official weights: --checkpoint HFAN-s-converted.pth")
+    return path
 
 
 def _add_infer(subparsers) -> None:
@@ -276,6 +319,9 @@ def _add_flow_arguments(parser, workers: bool) -> None:
     group.add_argument("--device", default=None, help="RAFT device (default: cuda when available, else cpu)")
     group.add_argument("--save-raw-flow", action="store_true",
                        help="also keep the raw flow as float16 .npy under flow_raw/")
+    group.add_argument("--camera-motion", choices=("none", "affine", "homography"), default="none",
+                       help="remove the fitted camera motion before drawing the flow image: affine for our default "
+                            "model (its training flow), none (default) for the official checkpoints (raw RAFT flow)")
     group.add_argument("--no-malloc-tuning", action="store_true",
                        help="leave glibc's allocator at its defaults (tuned by default: RAFT on the CPU runs faster, "
                             "the process keeps its peak memory)")
@@ -292,10 +338,10 @@ def _flow_settings(args):
         tune_malloc()  # mainly for RAFT, which runs in this process (DIS / Farneback workers are spawned fresh)
 
     if args.flow == "dis":
-        return FlowSettings.of("dis", args.save_raw_flow, preset=args.dis_preset)
+        return FlowSettings.of("dis", args.save_raw_flow, args.camera_motion, preset=args.dis_preset)
     if args.flow == "farneback":
-        return FlowSettings.of("farneback", args.save_raw_flow)
-    return FlowSettings.of(args.flow, args.save_raw_flow, weights=args.raft_weights,
+        return FlowSettings.of("farneback", args.save_raw_flow, args.camera_motion)
+    return FlowSettings.of(args.flow, args.save_raw_flow, args.camera_motion, weights=args.raft_weights,
                            num_flow_updates=args.raft_iters, batch_size=args.batch_size, device=args.device)
 
 

@@ -48,12 +48,30 @@ class InferenceConfig:
 
 AUG_TEST_RATIOS = (0.75, 1.0, 1.75)  # SPEC §7: hard-coded in tools/test.py
 
+FLOW_METHODS = ("dis", "farneback", "raft_small", "raft_large")
+CAMERA_MOTION_MODELS = ("none", "affine", "homography")  # hfan.flow.camera
+
+
+@dataclass
+class FlowConfig:
+    """How the flow a model expects is made at test time; `hfan segment` and `hfan prepare` follow it.
+
+    The official checkpoints were trained on raw RAFT flow (SPEC §6.1): camera_motion `none`. Our default model
+    was trained on DIS flow with the camera motion removed (hfan.flow.camera), which it needs at test time too.
+    """
+
+    method: str = "dis"  # the estimator `hfan segment` uses when --flow is not given
+    dis_preset: str = "medium"
+    camera_motion: str = "none"  # none | affine | homography: fitted to the flow and subtracted before encoding
+    scale: float = 1.0  # frames are resized by this factor before flow estimation (speed); 1 = full resolution
+
 
 @dataclass
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     decode_head: HeadConfig = field(default_factory=HeadConfig)
     test: InferenceConfig = field(default_factory=InferenceConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -92,6 +110,20 @@ PRESETS: dict[str, ModelConfig] = {
     "hfan-medium": _preset("mit_b2", 768),
     "hfan-large": _preset("mit_b3", 768),
 }
+
+
+def _default_model() -> ModelConfig:
+    """Our default model (not in the paper): MiT-b0, flow branch only, trained on synthetic composites of real
+    photographs and clip-art shapes (docs/default_model.md). Whole-image test at a short side of 128 pixels,
+    the training scale; DIS flow with the camera motion removed, as in its training."""
+    config = _preset("mit_b0", 256)
+    config.decode_head.select_method = "fw"
+    config.test = InferenceConfig(mode="whole", img_scale=(2048, 128))
+    config.flow = FlowConfig(method="dis", dis_preset="medium", camera_motion="affine", scale=1.0)
+    return config
+
+
+PRESETS["hfan-default"] = _default_model()
 
 
 def get_preset(name: str) -> ModelConfig:
@@ -175,3 +207,12 @@ def validate(config) -> None:
     test = getattr(config, "test", None)
     if test is not None and test.mode not in ("slide", "whole"):
         raise ValueError(f"unknown test.mode {test.mode!r}; valid: slide, whole")
+    flow = getattr(config, "flow", None)
+    if isinstance(flow, FlowConfig):
+        if flow.method not in FLOW_METHODS:
+            raise ValueError(f"unknown flow.method {flow.method!r}; valid: {', '.join(FLOW_METHODS)}")
+        if flow.camera_motion not in CAMERA_MOTION_MODELS:
+            raise ValueError(f"unknown flow.camera_motion {flow.camera_motion!r}; "
+                             f"valid: {', '.join(CAMERA_MOTION_MODELS)}")
+        if not 0 < flow.scale <= 1:
+            raise ValueError(f"flow.scale must be in (0, 1], got {flow.scale}")

@@ -24,6 +24,15 @@ def describe() -> str:
             f"  {name:12s} backbone {cfg.backbone.name}, decoder width {cfg.decode_head.embed_dim}, "
             f"select_method {cfg.decode_head.select_method}"
         )
+    from hfan.models.checkpoints import default_weights_path, model_card
+
+    weights = default_weights_path()
+    if weights.is_file():
+        card = model_card(weights)
+        lines.append(f"default model (hfan segment without --checkpoint): {card.get('name', 'hfan-default')}, "
+                     f"{weights} ({weights.stat().st_size / 1e6:.1f} MB)")
+    else:
+        lines.append(f"default model: missing ({weights} is not in this installation)")
     return "\n".join(lines)
 
 

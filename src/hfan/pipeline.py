@@ -20,8 +20,10 @@ from tqdm import tqdm
 
 from hfan.data import io
 from hfan.data.layouts import FlatLayout, Sample
-from hfan.flow import build_flow_estimator, flow_to_hfan_image, video_flows
+from hfan.config import FlowConfig
+from hfan.flow import build_flow_estimator, video_flows
 from hfan.flow.estimators import FlowEstimator
+from hfan.flow.model_input import ScaledFlowEstimator, flow_image_for_model
 from hfan.inference import Predictor
 from hfan.streaming import in_batches, prefetched
 
@@ -99,10 +101,32 @@ def _prefetches(predictor: Predictor, prefetch: bool | None) -> bool:
     return predictor.device.type != "cpu" if prefetch is None else prefetch
 
 
+def model_flow_config(model: torch.nn.Module | Predictor) -> FlowConfig:
+    """The flow settings a model was trained with (its config's `flow`; raw flow for models without one)."""
+    network = model.model if isinstance(model, Predictor) else model
+    config = getattr(network, "config", None)
+    return getattr(config, "flow", None) or FlowConfig()
+
+
+def build_model_flow(flow_config: FlowConfig, method: str | None = None,
+                     flow_options: dict | None = None) -> FlowEstimator:
+    """The estimator of `flow_config` (or of `method`), at the config's scale. DIS takes the config's preset
+    unless `flow_options` names one."""
+    method = method or flow_config.method
+    options = dict(flow_options or {})
+    if method == "dis":
+        options.setdefault("preset", flow_config.dis_preset)
+    estimator = build_flow_estimator(method, **options)
+    return ScaledFlowEstimator(estimator, flow_config.scale) if flow_config.scale < 1 else estimator
+
+
 def segment_video(source: str | os.PathLike | Iterable[np.ndarray], model: torch.nn.Module | Predictor,
-                  flow: str | FlowEstimator = "dis", batch_size: int = 4, flow_options: dict | None = None,
+                  flow: str | FlowEstimator | None = None, batch_size: int = 4, flow_options: dict | None = None,
                   timings: Timings | None = None, prefetch: bool | None = None) -> Iterator[FrameResult]:
     """Segment every frame of a video file, a frame folder, or an iterable of RGB uint8 frames, lazily.
+
+    The flow is made as the model's `flow` config says (estimator, DIS preset, scale, camera-motion removal):
+    `flow` (a method name or an estimator) replaces only the estimator.
 
     Flow follows HFAN's convention (forward flow, backward for the last frame; a one-frame video gets a zero
     flow, drawn white). Memory is bounded by a few batches of `batch_size` frames whatever the video's length.
@@ -112,7 +136,8 @@ def segment_video(source: str | os.PathLike | Iterable[np.ndarray], model: torch
     slower and 10 % faster over three runs of benchmarks/segment_speed.py, so no gain to rely on.
     """
     predictor = model if isinstance(model, Predictor) else Predictor(model)
-    estimator = flow if isinstance(flow, FlowEstimator) else build_flow_estimator(flow, **(flow_options or {}))
+    flow_config = model_flow_config(predictor)
+    estimator = flow if isinstance(flow, FlowEstimator) else build_model_flow(flow_config, flow, flow_options)
     timings = timings if timings is not None else Timings()
     frames = io.open_frames(source) if isinstance(source, (str, os.PathLike)) else source
 
@@ -134,7 +159,9 @@ def segment_video(source: str | os.PathLike | Iterable[np.ndarray], model: torch
         with ThreadPoolExecutor(max_workers=min(batch_size, os.cpu_count() or 1)) as pool:
             for batch in in_batches(flows_timed(), batch_size):
                 start = time.perf_counter()
-                flow_images = list(pool.map(flow_to_hfan_image, [f for _, f in batch]))
+                flow_images = list(pool.map(
+                    lambda pair: flow_image_for_model(pair[1], flow_config.camera_motion,
+                                                      (pair[0].shape[1], pair[0].shape[0])), batch))
                 timings.add("encode", start)
                 yield [(frame, flow_image) for (frame, _), flow_image in zip(batch, flow_images)]
 
@@ -154,7 +181,7 @@ def segment_video(source: str | os.PathLike | Iterable[np.ndarray], model: torch
 
 
 def segment_to_folder(source: str | os.PathLike, out: str | os.PathLike, model: torch.nn.Module | Predictor,
-                      flow: str | FlowEstimator = "dis", flow_options: dict | None = None, batch_size: int = 4,
+                      flow: str | FlowEstimator | None = None, flow_options: dict | None = None, batch_size: int = 4,
                       overlay: bool = True, save_probabilities: bool = False, save_flow: bool = False,
                       progress: bool = True, prefetch: bool | None = None) -> Timings:
     """`hfan segment`: masks (0/255 PNG) in <out>/masks, <out>/overlay.mp4 at the source frame rate,

@@ -29,7 +29,8 @@ from tqdm import tqdm
 from hfan.data.io import (copy_file, list_frame_files, open_frames, read_image, read_mask, remove_temp_files,
                           save_array, write_image, write_json, write_mask)
 from hfan.data.layouts import FLOW_DIR, FRAME_DIR, MASK_DIR, RAW_FLOW_DIR, FlatLayout
-from hfan.flow import FlowEstimator, build_flow_estimator, flow_to_hfan_image, flows_at, video_flows
+from hfan.flow import FlowEstimator, build_flow_estimator, flows_at, video_flows
+from hfan.flow.model_input import flow_image_for_model
 
 RECORD_DIR = ".prepare"
 DAVIS_RESOLUTION = "480p"  # HFAN trains and tests at DAVIS 480p (854x480)
@@ -44,10 +45,12 @@ class FlowSettings:
     name: str = "dis"
     options: tuple[tuple[str, Any], ...] = ()
     save_raw: bool = False
+    camera_motion: str = "none"  # removed before the colour encoding (hfan.flow.camera); the raw flow keeps it
 
     @classmethod
-    def of(cls, name: str = "dis", save_raw: bool = False, **options) -> "FlowSettings":
-        return cls(name, tuple(sorted(options.items())), save_raw)
+    def of(cls, name: str = "dis", save_raw: bool = False, camera_motion: str = "none",
+           **options) -> "FlowSettings":
+        return cls(name, tuple(sorted(options.items())), save_raw, camera_motion)
 
     def build(self) -> FlowEstimator:
         return build_flow_estimator(self.name, **dict(self.options))
@@ -55,7 +58,10 @@ class FlowSettings:
     def record(self) -> dict:
         """What decides the output: a rerun with another record redoes the videos."""
         options = {k: str(v) for k, v in self.options if k not in _RUN_ONLY_OPTIONS}
-        return {"method": self.name, "options": options, "raw": self.save_raw}
+        record = {"method": self.name, "options": options, "raw": self.save_raw}
+        if self.camera_motion != "none":  # absent for raw flow, so that earlier records still match
+            record["camera_motion"] = self.camera_motion
+        return record
 
 
 @dataclass(frozen=True)
@@ -142,10 +148,10 @@ def _cached_estimator(settings: FlowSettings) -> FlowEstimator:
 
 def write_flat_sample(layout: FlatLayout, split: str, video: str, index: int, frame: np.ndarray, flow: np.ndarray,
                       mask: np.ndarray | None = None, frame_file: Path | None = None,
-                      save_raw_flow: bool = False) -> None:
+                      save_raw_flow: bool = False, camera_motion: str = "none") -> None:
     """One sample of the flat layout: the frame (`frame_file` copied byte for byte when it is a JPEG, else
     `frame` encoded), the flow's colour image in HFAN's channel order, the 0/1 mask when given, the float16
-    raw flow when asked."""
+    raw flow when asked. The colour image is `flow_image_for_model` of the flow with `camera_motion` removed."""
     if frame_file is not None and frame_file.suffix.lower() in _JPEG_SUFFIXES:
         copy_file(frame_file, layout.frame_path(split, video, index))
     else:
@@ -154,7 +160,7 @@ def write_flat_sample(layout: FlatLayout, split: str, video: str, index: int, fr
         write_mask(layout.mask_path(split, video, index), mask, foreground_value=1)
     if save_raw_flow:
         save_array(layout.raw_flow_path(split, video, index), flow.astype(np.float16))
-    write_image(layout.flow_path(split, video, index), flow_to_hfan_image(flow))
+    write_image(layout.flow_path(split, video, index), flow_image_for_model(flow, camera_motion))
 
 
 def _read_sample_mask(source: SampleSource, frame: np.ndarray) -> np.ndarray | None:
@@ -184,7 +190,8 @@ def prepare_job(job: VideoJob, out: Path, settings: FlowSettings,
         for position, frame, flow in frames:
             source = by_position[position]
             write_flat_sample(layout, job.split, job.video, source.index, frame, flow,
-                              _read_sample_mask(source, frame), source.frame_file, settings.save_raw)
+                              _read_sample_mask(source, frame), source.frame_file, settings.save_raw,
+                              settings.camera_motion)
             indices.append(source.index)
             if on_frame:
                 on_frame()
@@ -193,7 +200,8 @@ def prepare_job(job: VideoJob, out: Path, settings: FlowSettings,
         stream = open_frames(job.source, job.fps)
         size = stream.size
         for index, (frame, flow) in enumerate(video_flows(stream, estimator)):
-            write_flat_sample(layout, job.split, job.video, index, frame, flow, save_raw_flow=settings.save_raw)
+            write_flat_sample(layout, job.split, job.video, index, frame, flow, save_raw_flow=settings.save_raw,
+                              camera_motion=settings.camera_motion)
             indices.append(index)
             if on_frame:
                 on_frame()

@@ -22,6 +22,9 @@ OUR_BACKBONE_PREFIX = "backbone."
 DEAD_KEYS_PREFIX = "decode_head.conv_seg."
 FORMAT_NAME = "hfan-checkpoint"
 FORMAT_VERSION = 1
+# The model that ships inside the package (docs/default_model.md): `load_model("default")`.
+DEFAULT_MODEL = "default"
+DEFAULT_WEIGHTS_FILE = "hfan-default.pth"
 
 # The ablation files share the plain decoder's keys; their names say which fusion they were trained with.
 _FILENAME_METHODS = {"im": "im", "fw": "fw", "baseline": "base", "base": "base"}
@@ -144,15 +147,36 @@ def _contradictions(asked: ModelConfig, found: ModelConfig, method_known: bool) 
     return [f"{field}: asked {a!r}, checkpoint has {b!r}" for field, a, b in pairs if a != b]
 
 
+def default_weights_path() -> Path:
+    """The default model's weights inside the installed package (hfan/weights/hfan-default.pth)."""
+    from importlib.resources import files
+
+    return Path(str(files("hfan").joinpath("weights", DEFAULT_WEIGHTS_FILE)))
+
+
+def model_card(path: str | os.PathLike) -> dict:
+    """What a checkpoint of ours says about itself (name, training data, scores); {} when it says nothing."""
+    card = read_checkpoint_file(path).get("model_card")
+    return dict(card) if isinstance(card, dict) else {}
+
+
 def load_model(name_or_path: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
                options: list[str] | tuple[str, ...] = (), device: str | torch.device = "cpu") -> HFANSegmentor:
     """Build a model in eval mode, with weights when a checkpoint is given.
 
-    `name_or_path` is a preset name (`hfan-small`), or a checkpoint path (then `checkpoint` is not needed).
+    `name_or_path` is `"default"` (the trained model that ships with the package), a preset name
+    (`hfan-small`), or a checkpoint path (then `checkpoint` is not needed).
     Our own files carry their configuration; for official files the configuration is detected from the keys,
     and a preset or options that contradict the file are refused. `options` are dotted overrides.
     """
     preset = None
+    if name_or_path is not None and str(name_or_path) == DEFAULT_MODEL:
+        if checkpoint is not None:
+            raise ValueError('"default" names the packaged weights: give no checkpoint with it')
+        name_or_path = default_weights_path()
+        if not name_or_path.is_file():
+            raise FileNotFoundError(f"the default model's weights are missing from this installation "
+                                    f"({name_or_path}); reinstall hfan, or pass a checkpoint")
     if name_or_path is not None and str(name_or_path) in PRESETS:
         preset = str(name_or_path)
     elif name_or_path is not None:
@@ -212,6 +236,30 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: ModelConf
     return path
 
 
-__all__ = ["CheckpointError", "SELECT_METHODS", "detect_config", "extract_state_dict", "load_imagenet_backbone",
-           "load_model", "load_state_dict_strict", "official_to_ours", "ours_to_official", "read_checkpoint_file",
+def export_weights(source: str | os.PathLike, out: str | os.PathLike, half: bool = True,
+                   card: dict | None = None) -> Path:
+    """A checkpoint of ours reduced to what inference needs: config, weights (fp16 with `half`: the fp32 model
+    gets them back on loading, exactly these values), and a model card (`card`, plus the iteration and
+    validation scores the source records). Optimiser and RNG states are dropped. Written atomically."""
+    from hfan.data.io import atomic_path
+
+    data = read_checkpoint_file(source)
+    if data.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{source} is not a checkpoint of ours (hfan train writes them): nothing to export")
+    state = extract_state_dict(data, source)
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    model_card_data = {key: data[key] for key in ("iteration", "validation", "selected_by") if key in data}
+    model_card_data.update(card or {})
+    payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": data["config"], "state_dict": state,
+               "model_card": model_card_data}
+    out = Path(out)
+    with atomic_path(out) as temporary:
+        torch.save(payload, temporary)
+        load_model(temporary)  # the file loads strictly, or it is not written
+    return out
+
+
+__all__ = ["CheckpointError", "DEFAULT_MODEL", "SELECT_METHODS", "default_weights_path", "detect_config",
+           "export_weights", "extract_state_dict", "load_imagenet_backbone", "load_model", "model_card", "load_state_dict_strict", "official_to_ours", "ours_to_official", "read_checkpoint_file",
            "save_checkpoint"]

@@ -66,9 +66,19 @@ class HFANSegmentor(nn.Module):
                                     head.num_classes, head.dropout)
 
     def forward_features(self, frames: torch.Tensor, flows: torch.Tensor):
-        """One encoder pass on frames and flows stacked along the batch, frames first (SPEC §2.1)."""
+        """One encoder pass on frames and flows stacked along the batch, frames first (SPEC §2.1).
+
+        The `fw` and `im` heads read one half only: with the MiT encoder, which has no batch statistics (layer
+        norms only), the other half is not computed (None per level) and the result is the same, at half the
+        cost. timm backbones may hold batch norms, so they always see the stacked batch, as in the original.
+        """
         if frames.shape != flows.shape:
             raise ValueError(f"frames {tuple(frames.shape)} and flows {tuple(flows.shape)} must have one shape")
+        method = self.config.decode_head.select_method
+        if method in ("fw", "im") and not isinstance(self.backbone, TimmBackbone):
+            features = self.backbone(flows if method == "fw" else frames)
+            unused = [None] * len(features)
+            return (unused, features) if method == "fw" else (features, unused)
         batch = frames.shape[0]
         features = self.backbone(torch.cat([frames, flows], dim=0))
         return [f[:batch] for f in features], [f[batch:] for f in features]

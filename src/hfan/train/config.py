@@ -12,15 +12,22 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from hfan.config import PRESETS, ModelConfig, _from_dict, apply_overrides, get_preset
+from hfan.data.composites import CompositeConfig
 from hfan.data.transforms import AugmentConfig
+
+SUMMARY_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 LR_POLICIES = ("poly", "fixed")
+DATA_SOURCES = ("flat", "composites")
 WARMUPS = ("linear", "none")
 
 
 @dataclass
 class DataConfig:
+    # flat: a prepared dataset (root, split); composites: clips drawn on the fly from real photos and shapes
+    # (hfan.data.composites), validated on held-out composite videos unless val_root is given.
+    source: str = "flat"
     root: str = "data/YouTube2SEG"  # flat layout, SPEC §6.1
     split: str = "train"
     repeat: int = 1  # stage 2: RepeatDataset times=15
@@ -30,6 +37,7 @@ class DataConfig:
     workers_per_gpu: int = 16
     pin_memory: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    composites: CompositeConfig = field(default_factory=CompositeConfig)
 
 
 @dataclass
@@ -92,6 +100,8 @@ class TrainConfig:
     pretrained: str | None = None  # stage 1: MiT ImageNet weights for the backbone
     load_from: str | None = None  # stage 2: weights of the stage-1 checkpoint; counters restart
     resume: str | None = None  # a checkpoint of this run: continue exactly
+    keep_best: str | None = None  # a validation column (e.g. J-Mean): its best checkpoint is kept as best.pth
+    threads: int | None = None  # torch threads of the training process (None: torch's default)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -130,6 +140,25 @@ for _size in ("b0", "small", "medium", "large"):
     TRAIN_PRESETS[f"hfan-{_size}-refine"] = _stage2(f"hfan-{_size}")
 
 
+def _default_model_recipe() -> TrainConfig:
+    """How the shipped default model was made (docs/default_model.md): hfan-default from scratch on composites,
+    128 px, batch 8, one data worker beside two torch threads on a 2-core CPU; the checkpoint with the best
+    J-Mean on the held-out composite videos is kept as best.pth."""
+    return TrainConfig(
+        model="hfan-default",
+        data=DataConfig(source="composites", root="", val_root=None, batch_per_gpu=8, workers_per_gpu=1,
+                        pin_memory=False),
+        optimizer=OptimizerConfig(lr=5e-4),
+        schedule=ScheduleConfig(policy="poly", power=1.0, min_lr=1e-6, warmup="linear", warmup_iters=100,
+                                warmup_ratio=1e-3),
+        iterations=6_000, checkpoint_interval=500, eval_interval=250, log_interval=25,
+        deterministic=False, threads=2, keep_best="J-Mean", tensorboard=False,
+    )
+
+
+TRAIN_PRESETS["hfan-default-composites"] = _default_model_recipe()
+
+
 def get_train_preset(name: str) -> TrainConfig:
     if name not in TRAIN_PRESETS:
         raise ValueError(f"unknown training preset {name!r}; valid presets: {', '.join(TRAIN_PRESETS)}")
@@ -146,6 +175,11 @@ def validate_train_config(config: TrainConfig) -> None:
         raise ValueError(f"unknown model preset {config.model!r}; valid presets: {', '.join(PRESETS)}")
     model_config(config)  # a bad model option fails here, not when the model is built
     _one_of(config.precision, PRECISIONS, "precision")
+    _one_of(config.data.source, DATA_SOURCES, "data.source")
+    if config.keep_best is not None:
+        _one_of(config.keep_best, tuple(SUMMARY_COLUMNS), "keep_best")
+    if config.threads is not None and config.threads < 1:
+        raise ValueError(f"threads must be >= 1, got {config.threads}")
     _one_of(config.schedule.policy, LR_POLICIES, "schedule.policy")
     _one_of(config.schedule.warmup, WARMUPS, "schedule.warmup")
     positive = {"iterations": config.iterations, "grad_accum_steps": config.grad_accum_steps,

@@ -20,11 +20,12 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from hfan.data.composites import CompositeTrainDataset, load_assets, write_validation_videos
 from hfan.data.datasets import FlatTrainDataset
 from hfan.data.transforms import TrainTransform
 from hfan.inference import autocast_context
 from hfan.models.checkpoints import (extract_state_dict, load_imagenet_backbone, load_state_dict_strict,
-                                     official_to_ours, read_checkpoint_file)
+                                     official_to_ours, read_checkpoint_file, save_checkpoint)
 from hfan.models.segmentor import HFANSegmentor, build_model
 from hfan.train import distributed
 from hfan.train.checkpointing import (capture_rng_state, checkpoint_name, read_training_checkpoint,
@@ -38,6 +39,8 @@ from hfan.train.sampler import TrainStream
 from hfan.train.validate import SUMMARY_COLUMNS, evaluate_split, scored_samples
 
 DATA_REPORT = "data_problems.txt"
+BEST_CHECKPOINT = "best.pth"
+COMPOSITE_VALIDATION = "composite_val"  # held-out composite videos, rendered once into the work dir
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
@@ -75,10 +78,16 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     load_state_dict_strict(model, state, str(path))
 
 
-def build_dataset(config: TrainConfig, context: Context, work_dir: Path, progress: bool) -> FlatTrainDataset:
-    """The training set, its files checked at start-up: missing files on every rank, sizes on rank 0 (headers of
-    every file), whose verdict all ranks share so that they stop together."""
+def build_dataset(config: TrainConfig, context: Context, work_dir: Path,
+                  progress: bool) -> FlatTrainDataset | CompositeTrainDataset:
+    """The training set. A flat dataset has its files checked at start-up: missing files on every rank, sizes on
+    rank 0 (headers of every file), whose verdict all ranks share so that they stop together. Composites load
+    their photos and shapes (cached after the first run)."""
     data = config.data
+    if data.source == "composites":
+        flow = model_config(config).flow
+        return CompositeTrainDataset(data.composites, config.seed, flow.camera_motion, flow.dis_preset,
+                                     progress=progress)
     dataset = FlatTrainDataset(data.root, data.split, TrainTransform(data.augment), data.repeat, config.seed)
     problem = None
     if context.is_main:
@@ -127,9 +136,20 @@ class _Trainer:
         self.device = context.device
         self.progress = progress and context.is_main
         set_determinism(config.seed, config.deterministic)
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
         self.dataset = build_dataset(config, context, work_dir, self.progress)
-        if config.data.val_root:
-            scored_samples(config.data.val_root, config.data.val_split)  # a broken validation split fails now
+        self.val_root = config.data.val_root
+        if self.val_root is None and config.data.source == "composites":
+            self.val_root = str(work_dir / COMPOSITE_VALIDATION)
+            if context.is_main:
+                flow = model_config(config).flow
+                write_validation_videos(self.val_root, config.data.composites, config.seed, flow.camera_motion,
+                                        flow.dis_preset, load_assets(config.data.composites, self.progress),
+                                        config.data.val_split, self.progress)
+            distributed.barrier(context)
+        if self.val_root:
+            scored_samples(self.val_root, config.data.val_split)  # a broken validation split fails now
 
         resume = read_training_checkpoint(config.resume) if config.resume else None
         self.model = build_model(model_config(config))  # after seeding: the random head is the seed's
@@ -156,6 +176,7 @@ class _Trainer:
                                   context.rank, context.world_size, config.seed)
         self.iteration = 0
         self.step_rates: dict[str, float] = {}  # learning rate of each group in the last step
+        self.best: tuple[float, int] | None = None  # (score, iteration) of best.pth
         if resume is not None:
             self._restore(resume)
         self.stream.start_step = self.iteration
@@ -183,13 +204,20 @@ class _Trainer:
                        "the dropout / drop-path draws do not")
         restore_rng_state(rng_states[context.rank % len(rng_states)], self.device)
         self.iteration = state["iteration"]
+        best = self.work_dir / BEST_CHECKPOINT
+        if config.keep_best and best.is_file():  # the score to beat is the one best.pth holds
+            kept = read_checkpoint_file(best)
+            self.best = (float(kept["validation"][config.keep_best]), int(kept["iteration"]))
 
     def loader(self) -> Iterator[dict[str, torch.Tensor]]:
         data = self.config.data
         # Its own generator: creating the iterator must not draw from the global RNG that dropout uses.
+        # Composite workers are spawned, not forked: a fork after OpenCV's thread pool has run (the validation
+        # videos are rendered in this process) can leave the child waiting on a lock forever.
+        context = "spawn" if data.source == "composites" and data.workers_per_gpu > 0 else None
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=data.batch_per_gpu, sampler=self.stream, num_workers=data.workers_per_gpu,
-            pin_memory=data.pin_memory and self.device.type == "cuda",
+            pin_memory=data.pin_memory and self.device.type == "cuda", multiprocessing_context=context,
             generator=torch.Generator().manual_seed(self.config.seed))
         return iter(loader)
 
@@ -213,12 +241,25 @@ class _Trainer:
         distributed.barrier(self.context)
         return path
 
+    def _keep_if_best(self, summary: dict[str, float]) -> None:
+        """best.pth: the model (our checkpoint format) at the validation with the highest `keep_best` so far."""
+        column = self.config.keep_best
+        if column is None:
+            return
+        score = float(summary[column])
+        if self.best is None or score > self.best[0]:
+            self.best = (score, self.iteration)
+            save_checkpoint(self.work_dir / BEST_CHECKPOINT, self.model, self.model.config, iteration=self.iteration,
+                            validation={k: float(v) for k, v in summary.items()}, selected_by=column,
+                            train_config=self.config.to_dict())
+
     def validate(self) -> dict[str, float] | None:
         summary = None
         if self.context.is_main:
-            summary = evaluate_split(self.model, self.config.data.val_root, self.config.data.val_split,
+            summary = evaluate_split(self.model, self.val_root, self.config.data.val_split,
                                      self.model.config.test, progress=self.progress)
             self.model.train()
+            self._keep_if_best(summary)
         distributed.barrier(self.context)
         return summary
 
@@ -278,7 +319,7 @@ def _run(trainer: _Trainer, progress: bool) -> TrainResult:
             pause_start = time.perf_counter()
             if _due(done, config.checkpoint_interval, config.iterations):
                 checkpoint = trainer.save()
-            if config.data.val_root and _due(done, config.eval_interval, config.iterations):
+            if trainer.val_root and _due(done, config.eval_interval, config.iterations):
                 validation = trainer.validate()
                 if log is not None:
                     log.log_val(done, validation)

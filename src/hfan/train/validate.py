@@ -19,8 +19,9 @@ from hfan.config import InferenceConfig
 from hfan.data.datasets import read_class_ids, read_rgb
 from hfan.data.layouts import FlatLayout, Sample
 from hfan.inference import Predictor
+from hfan.train.config import SUMMARY_COLUMNS as COLUMNS
 
-SUMMARY_COLUMNS = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
+SUMMARY_COLUMNS = list(COLUMNS)
 
 
 def scored_samples(root: str | Path, split: str) -> dict[str, list[Sample]]:
