@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -63,6 +64,9 @@ def main() -> None:
     parser.add_argument("--camera-motion", choices=CAMERA_MODELS, default="affine")
     parser.add_argument("--dis-preset", choices=("ultrafast", "fast", "medium"), default="medium")
     parser.add_argument("--sequences", nargs="*", help="default: every sequence of JPEGImages/480p")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="keep the masks in OUT/residual_otsu and OUT/all_foreground (default: a temporary "
+                             "folder), e.g. for `hfan eval davis --pred ours OUT/residual_otsu`")
     args = parser.parse_args()
 
     images, annotations = args.davis_root / "JPEGImages" / "480p", args.davis_root / "Annotations" / "480p"
@@ -75,7 +79,11 @@ def main() -> None:
     start = time.perf_counter()
     frames = 0
     with tempfile.TemporaryDirectory(prefix="motion_baseline_") as temporary:
-        residual_root, all_root = Path(temporary) / "residual_otsu", Path(temporary) / "all_foreground"
+        root = args.out or Path(temporary)
+        residual_root, all_root = root / "residual_otsu", root / "all_foreground"
+        for stale in (residual_root, all_root):  # a rerun never mixes old masks with new ones
+            if stale.exists():
+                shutil.rmtree(stale)
         for sequence in sequences:
             frames += write_sequence_masks(images / sequence, residual_root / sequence, all_root / sequence,
                                            estimator, args.camera_motion)

@@ -270,3 +270,30 @@ def test_segment_video_makes_the_flow_the_model_was_trained_on():
     scaled = ScaledFlowEstimator(build_flow_estimator("farneback"), 0.5)
     assert np.array_equal(farneback[0].flow_image,
                           flow_image_for_model(scaled(frames[0], frames[1]), "affine", (96, 64)))
+
+
+def test_temporal_mean_averages_centred_windows_and_keeps_the_order():
+    from hfan.pipeline import FrameResult, mean_over_time
+
+    frame = np.zeros((2, 2, 3), np.uint8)
+    values = [0.0, 0.9, 0.3, 0.6, 0.9]
+    results = [FrameResult(i, frame, frame, np.full((2, 2), v, np.float32), np.full((2, 2), v > 0.5))
+               for i, v in enumerate(values)]
+    assert list(mean_over_time(iter(results), 0)) == results
+    smoothed = list(mean_over_time(iter(results), 1))
+    assert [r.index for r in smoothed] == [0, 1, 2, 3, 4]
+    expected = [0.45, 0.4, 0.6, 0.6, 0.75]  # the first and last windows hold 2 frames
+    assert np.allclose([r.probability[0, 0] for r in smoothed], expected)
+    assert [bool(r.mask[0, 0]) for r in smoothed] == [v > 0.5 for v in expected]
+    longer = list(mean_over_time(iter(results[:2]), 5))  # a window longer than the video
+    assert np.allclose([r.probability[0, 0] for r in longer], [0.45, 0.45])
+
+
+def test_segment_video_applies_the_models_temporal_mean():
+    model = build_model(apply_overrides(get_preset("hfan-b0"), SMALL + ["test.mode=whole"])).eval()
+    frames = _frames(4, 64, 96)
+    plain = list(segment_video(frames, model, batch_size=2))
+    model.config.test.temporal_mean = 1
+    smoothed = list(segment_video(frames, model, batch_size=2))
+    assert np.allclose(smoothed[1].probability, np.mean([p.probability for p in plain[:3]], axis=0), atol=1e-6)
+    assert np.array_equal(smoothed[1].mask, smoothed[1].probability > 0.5)

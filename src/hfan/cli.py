@@ -66,6 +66,8 @@ def _add_export(subparsers) -> None:
     weights.add_argument("--out", required=True, help="output .pth file")
     weights.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
     weights.add_argument("--card", default=None, help="JSON file of model-card fields to record (name, data, ...)")
+    weights.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
+                         help="test/flow settings to record with the weights, e.g. test.temporal_mean=3")
     weights.set_defaults(func=_run_export_weights)
 
 
@@ -80,7 +82,7 @@ def _run_export_weights(args) -> int:
             card = json.loads(Path(args.card).read_text())
         except (OSError, ValueError) as error:
             raise ValueError(f"--card {args.card}: cannot read a JSON object ({error})") from None
-    path = export_weights(args.checkpoint, args.out, half=not args.fp32, card=card)
+    path = export_weights(args.checkpoint, args.out, half=not args.fp32, card=card, options=args.options)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

@@ -6,6 +6,7 @@ on a prepared flat-layout dataset (what the original `infer.py` does), resumable
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import defaultdict, deque
@@ -166,8 +167,9 @@ def segment_video(source: str | os.PathLike | Iterable[np.ndarray], model: torch
                 yield [(frame, flow_image) for (frame, _), flow_image in zip(batch, flow_images)]
 
     batches = prefetched(encoded_batches()) if _prefetches(predictor, prefetch) else encoded_batches()
-    index = 0
-    try:
+
+    def predicted() -> Iterator[FrameResult]:
+        index = 0
         for batch in batches:
             start = time.perf_counter()
             predictions = predictor.predict([frame for frame, _ in batch], [flow_image for _, flow_image in batch])
@@ -176,8 +178,38 @@ def segment_video(source: str | os.PathLike | Iterable[np.ndarray], model: torch
                 timings.frames += 1
                 yield FrameResult(index, frame, flow_image, prediction.probability, prediction.mask)
                 index += 1
+
+    try:
+        yield from mean_over_time(predicted(), predictor.config.temporal_mean)
     finally:
         batches.close()  # both are generators: stops the prefetching thread, or the encoding pool
+
+
+def _centred_mean(window: deque[FrameResult], centre: int, radius: int) -> FrameResult:
+    members = [result for result in window if abs(result.index - centre) <= radius]
+    probability = np.mean([result.probability for result in members], axis=0, dtype=np.float32)
+    [result] = [result for result in members if result.index == centre]
+    return dataclasses.replace(result, probability=probability, mask=probability > 0.5)
+
+
+def mean_over_time(results: Iterable[FrameResult], radius: int) -> Iterator[FrameResult]:
+    """`test.temporal_mean`: each frame's probability averaged with those of `radius` frames on each side (fewer
+    at the ends of the video), the mask that mean > 0.5. Holds 2 x radius + 1 results; 0 passes them through."""
+    if radius <= 0:
+        yield from results
+        return
+    window: deque[FrameResult] = deque()
+    last = -1
+    for result in results:
+        window.append(result)
+        last = result.index
+        centre = last - radius
+        if centre >= 0:
+            yield _centred_mean(window, centre, radius)
+            while window[0].index < centre + 1 - radius:
+                window.popleft()
+    for centre in range(max(last - radius + 1, 0), last + 1):
+        yield _centred_mean(window, centre, radius)
 
 
 def segment_to_folder(source: str | os.PathLike, out: str | os.PathLike, model: torch.nn.Module | Predictor,

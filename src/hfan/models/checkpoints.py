@@ -237,10 +237,12 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: ModelConf
 
 
 def export_weights(source: str | os.PathLike, out: str | os.PathLike, half: bool = True,
-                   card: dict | None = None) -> Path:
+                   card: dict | None = None, options: list[str] | tuple[str, ...] = ()) -> Path:
     """A checkpoint of ours reduced to what inference needs: config, weights (fp16 with `half`: the fp32 model
     gets them back on loading, exactly these values), and a model card (`card`, plus the iteration and
-    validation scores the source records). Optimiser and RNG states are dropped. Written atomically."""
+    validation scores the source records). Optimiser and RNG states are dropped. `options` are dotted overrides
+    of the recorded config's test or flow settings (e.g. `test.temporal_mean=3`); settings that change the
+    weights' shapes fail the strict load. Written atomically."""
     from hfan.data.io import atomic_path
 
     data = read_checkpoint_file(source)
@@ -251,7 +253,8 @@ def export_weights(source: str | os.PathLike, out: str | os.PathLike, half: bool
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     model_card_data = {key: data[key] for key in ("iteration", "validation", "selected_by") if key in data}
     model_card_data.update(card or {})
-    payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": data["config"], "state_dict": state,
+    config = apply_overrides(ModelConfig.from_dict(data["config"]), options).to_dict()
+    payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": config, "state_dict": state,
                "model_card": model_card_data}
     out = Path(out)
     with atomic_path(out) as temporary:

@@ -146,8 +146,11 @@ def _default_model_recipe() -> TrainConfig:
     J-Mean on the held-out composite videos is kept as best.pth."""
     return TrainConfig(
         model="hfan-default",
+        # Clean motion labels (the better of the two variants, docs/default_model.md): the camera tracks the
+        # primary object only when it moves itself, and no second, smaller mover is labelled background.
         data=DataConfig(source="composites", root="", val_root=None, batch_per_gpu=8, workers_per_gpu=1,
-                        pin_memory=False),
+                        pin_memory=False,
+                        composites=CompositeConfig(track_min_camera_speed=2.0, secondary_probability=0.0)),
         optimizer=OptimizerConfig(lr=5e-4),
         schedule=ScheduleConfig(policy="poly", power=1.0, min_lr=1e-6, warmup="linear", warmup_iters=100,
                                 warmup_ratio=1e-3),
