@@ -308,6 +308,7 @@ def _run_eval(args) -> int:
 
 
 def _add_flow_arguments(parser, workers: bool) -> None:
+    from hfan.config import CAMERA_MOTION_MODELS
     from hfan.flow.estimators import DIS_PRESETS, ESTIMATORS, RAFT_DEFAULT_UPDATES, RAFT_DEFAULT_WEIGHTS
 
     group = parser.add_argument_group("optical flow")
@@ -321,7 +322,7 @@ def _add_flow_arguments(parser, workers: bool) -> None:
     group.add_argument("--device", default=None, help="RAFT device (default: cuda when available, else cpu)")
     group.add_argument("--save-raw-flow", action="store_true",
                        help="also keep the raw flow as float16 .npy under flow_raw/")
-    group.add_argument("--camera-motion", choices=("none", "affine", "homography"), default="none",
+    group.add_argument("--camera-motion", choices=CAMERA_MOTION_MODELS, default="none",
                        help="remove the fitted camera motion before drawing the flow image: affine for our default "
                             "model (its training flow), none (default) for the official checkpoints (raw RAFT flow)")
     group.add_argument("--no-malloc-tuning", action="store_true",

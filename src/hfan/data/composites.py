@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from hfan.data.io import atomic_path, write_image, write_mask
-from hfan.data.layouts import FlatLayout
+from hfan.data.layouts import FLOW_DIR, FRAME_DIR, MASK_DIR, FlatLayout
 from hfan.data.normalize import normalize_image, to_chw_tensor
 from hfan.flow.estimators import build_flow_estimator
 from hfan.flow.model_input import flow_image_for_model
@@ -394,8 +395,8 @@ class CompositeTrainDataset(torch.utils.data.Dataset):
     def __init__(self, config: CompositeConfig, seed: int = 1208, camera_motion: str = "affine",
                  dis_preset: str = "medium", assets: Assets | None = None, progress: bool = True):
         self.config, self.seed = config, seed
-        assets = assets if assets is not None else load_assets(config, progress=progress)
-        self.generator = CompositeGenerator(assets.split(held_out=False), config, camera_motion, dis_preset)
+        self.assets = assets if assets is not None else load_assets(config, progress=progress)  # all of them
+        self.generator = CompositeGenerator(self.assets.split(held_out=False), config, camera_motion, dis_preset)
         self._pid = None
 
     def __len__(self) -> int:
@@ -423,8 +424,8 @@ def write_validation_videos(root: str | Path, config: CompositeConfig, seed: int
                             assets: Assets | None = None, split: str = "val", progress: bool = True) -> Path:
     """Held-out clips (held-out photos and shapes) in the flat layout under `root`, for `hfan.train.validate`.
 
-    Skipped when `root/done.txt` records the same settings; otherwise the split's frame, flow and mask folders
-    are rewritten (nothing else under `root` is touched)."""
+    Skipped when `root/done-<split>.txt` records the same settings; otherwise the split's frame, flow and mask
+    folders are rewritten (nothing else under `root` is touched)."""
     root = Path(root)
     stamp = repr((config, camera_motion, dis_preset, seed, split, assets.source if assets is not None else None))
     done = root / f"done-{split}.txt"
@@ -432,11 +433,9 @@ def write_validation_videos(root: str | Path, config: CompositeConfig, seed: int
         return root
     done.unlink(missing_ok=True)
     layout = FlatLayout(root)
-    for folder in (layout.frame_path(split, "x", 0).parent, layout.flow_path(split, "x", 0).parent,
-                   layout.mask_path(split, "x", 0).parent):
-        if folder.is_dir():
-            import shutil
-            shutil.rmtree(folder)
+    for kind in (FRAME_DIR, FLOW_DIR, MASK_DIR):
+        if (root / kind / split).is_dir():
+            shutil.rmtree(root / kind / split)
     assets = assets if assets is not None else load_assets(config, progress=progress)
     generator = CompositeGenerator(assets.split(held_out=True), config, camera_motion, dis_preset)
     height, width = config.val_size

@@ -19,7 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-CAMERA_MODELS = ("none", "affine", "homography")
+from hfan.config import CAMERA_MOTION_MODELS as CAMERA_MODELS  # the names live with the model's flow settings
 _MIN_RESIDUAL = 0.5  # px: below this a point counts as fitted (caps the weights of the L1 fit)
 
 

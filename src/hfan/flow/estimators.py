@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ESTIMATORS = ("dis", "farneback", "raft_small", "raft_large")
+from hfan.config import FLOW_METHODS as ESTIMATORS  # the names live with the model's flow settings
 DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,

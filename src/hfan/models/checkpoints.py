@@ -264,5 +264,5 @@ def export_weights(source: str | os.PathLike, out: str | os.PathLike, half: bool
 
 
 __all__ = ["CheckpointError", "DEFAULT_MODEL", "SELECT_METHODS", "default_weights_path", "detect_config",
-           "export_weights", "extract_state_dict", "load_imagenet_backbone", "load_model", "model_card", "load_state_dict_strict", "official_to_ours", "ours_to_official", "read_checkpoint_file",
-           "save_checkpoint"]
+           "export_weights", "extract_state_dict", "load_imagenet_backbone", "load_model", "load_state_dict_strict",
+           "model_card", "official_to_ours", "ours_to_official", "read_checkpoint_file", "save_checkpoint"]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from hfan.data.composites import CompositeTrainDataset, load_assets, write_validation_videos
+from hfan.data.composites import CompositeTrainDataset, write_validation_videos
 from hfan.data.datasets import FlatTrainDataset
 from hfan.data.transforms import TrainTransform
 from hfan.inference import autocast_context
@@ -145,8 +145,7 @@ class _Trainer:
             if context.is_main:
                 flow = model_config(config).flow
                 write_validation_videos(self.val_root, config.data.composites, config.seed, flow.camera_motion,
-                                        flow.dis_preset, load_assets(config.data.composites, self.progress),
-                                        config.data.val_split, self.progress)
+                                        flow.dis_preset, self.dataset.assets, config.data.val_split, self.progress)
             distributed.barrier(context)
         if self.val_root:
             scored_samples(self.val_root, config.data.val_split)  # a broken validation split fails now
