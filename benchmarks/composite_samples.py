@@ -1,6 +1,7 @@
 """A picture of training samples of the default model: frame, next frame, flow image (camera motion removed), label.
 
-    python benchmarks/composite_samples.py --out docs/default_model_samples.png [--count 6] [--seed 0]
+    python benchmarks/composite_samples.py --out docs/default_model_samples.png [--count 6] [--seed 0] \
+        [--options data.composites.parallax_probability=1]
 
 The clips of items 0..count-1 of epoch 0 of the `hfan-default-composites` stream (seed 1208 by default).
 """
@@ -13,7 +14,7 @@ import cv2
 import numpy as np
 
 from hfan.data.composites import CompositeGenerator, load_assets
-from hfan.train.config import get_train_preset, model_config
+from hfan.train.config import apply_train_overrides, get_train_preset, model_config
 
 
 def main() -> None:
@@ -21,8 +22,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--count", type=int, default=6)
     parser.add_argument("--seed", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="dotted overrides of the training preset, as for hfan train")
     args = parser.parse_args()
-    config = get_train_preset("hfan-default-composites")
+    config = apply_train_overrides(get_train_preset("hfan-default-composites"), args.options)
     flow = model_config(config).flow
     seed = config.seed if args.seed is None else args.seed
     assets = load_assets(config.data.composites).split(held_out=False)

@@ -4,6 +4,7 @@ The assets are real files from Debian packages (hfan.data.composites.DEBIAN_PACK
 them these tests are skipped with the packages named, except under CI=true, where that is a failure. They load one
 small photo folder and 30 shapes once per module (about 1 s) and draw clips of 128 px: the module takes seconds.
 """
+import dataclasses
 import os
 from pathlib import Path
 
@@ -128,6 +129,76 @@ def test_the_primary_object_moves_relative_to_the_camera_in_the_flow_image(gener
         saturation = cv2.cvtColor(clip.flow_images[0], cv2.COLOR_RGB2HSV)[..., 1].astype(float)
         stands_out += saturation[mask].mean() > saturation[~mask].mean()
     assert stands_out >= 8  # measured: 10 of 10, by 75-165 of 255 in saturation
+
+
+def _with(config: CompositeConfig, **changes) -> CompositeConfig:
+    return dataclasses.replace(config, **changes)
+
+
+def test_the_extra_camera_effects_are_off_by_default_and_draw_nothing_when_off(assets, config):
+    """Recipe B's clips do not depend on the fields added for recipe C (their draws happen only when on)."""
+    assert (config.perspective, config.parallax_probability, config.ripple_probability) == (0, 0, 0)
+    changed = _with(config, ripple_amplitude=9.0)  # used only when ripple_probability > 0
+    _assert_same_clip(CompositeGenerator(assets, config).clip(_rng(3), 2),
+                      CompositeGenerator(assets, changed).clip(_rng(3), 2))
+
+
+def test_perspective_makes_the_camera_motion_projective(assets, config):
+    flat = CompositeGenerator(assets, config)
+    tilted = CompositeGenerator(assets, _with(config, perspective=0.08))
+    for seed in range(5):
+        assert not flat._layers(_rng(seed), 128, 128)[1][2, :2].any()
+        camera = tilted._layers(_rng(seed), 128, 128)[1]
+        assert camera[2, :2].any() and np.abs(camera[2, :2]).max() < 0.01
+    clip = tilted.clip(_rng(0), 2)  # rendered through warpPerspective
+    assert clip.frames.shape == (2, 128, 128, 3) and len(np.unique(clip.frames)) > 50
+
+
+def test_the_parallax_layer_is_background_and_moves_faster_than_the_camera(assets, config):
+    generator = CompositeGenerator(assets, _with(config, parallax_probability=1.0, secondary_probability=0.0))
+    centre = np.array([63.5, 63.5, 1.0])
+    checked = 0
+    for seed in range(12):
+        layers, camera = generator._layers(_rng(seed), 128, 128)
+        camera_shift = (camera @ centre)[:2] - centre[:2]
+        if np.hypot(*camera_shift) < 1:
+            continue
+        # the distractors move with the camera exactly, the primary object is flagged: the rest is near
+        near = [layer for layer in layers[1:] if not layer.primary and not np.allclose(layer.motion, camera)]
+        assert near, f"seed {seed}: no near layer"
+        for layer in near:
+            ratio = np.hypot(*((layer.motion @ centre)[:2] - centre[:2])) / np.hypot(*camera_shift)
+            assert 1.29 <= ratio <= 2.51, f"seed {seed}: the near layer moves {ratio:.2f}x the camera"
+        checked += 1
+    assert checked >= 6
+    # the primary mask never includes what lies in front of it: the clip's mask is the visible object
+    clip = generator.clip(_rng(1), 2)
+    assert clip.masks[0].mean() < 0.6
+
+
+def test_a_fence_is_thin_periodic_bars(assets, config):
+    generator = CompositeGenerator(assets, config)
+    fence = generator._fence(_rng(4), 128, 128)
+    assert fence.alpha.shape == fence.rgb.shape[:2] and not fence.primary
+    cover = (fence.alpha > 127).mean()
+    assert 0.1 < cover < 0.7
+    columns = (fence.alpha[0] > 127).astype(int)
+    assert np.abs(np.diff(columns)).sum() >= 4  # at least two bars across
+
+
+def test_the_non_rigid_background_moves_the_bottom_of_the_frame(assets, config):
+    """The same draws with and without displacement (amplitude 0): the frames differ, and most below the
+    horizon (drawn in the upper 70 % of the frame), so the lowest rows always ripple."""
+    bottom_minus_top = []
+    for seed in range(6):
+        still = CompositeGenerator(assets, _with(config, ripple_probability=1.0, ripple_amplitude=0.0))
+        moving = CompositeGenerator(assets, _with(config, ripple_probability=1.0, ripple_amplitude=2.0))
+        a = still.render(_rng(seed), 2, 128, 128)[0].astype(float)
+        b = moving.render(_rng(seed), 2, 128, 128)[0].astype(float)
+        difference = np.abs(a - b).mean(axis=(0, 2, 3))  # per row
+        assert difference.max() > 0.5, f"seed {seed}: no displacement"
+        bottom_minus_top.append(difference[-30:].mean() - difference[:30].mean())
+    assert np.median(bottom_minus_top) > 0
 
 
 def test_the_train_dataset_is_deterministic_and_normalised(assets, config):

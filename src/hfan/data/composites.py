@@ -8,7 +8,12 @@ the camera moves: translation, rotation and zoom, constant per frame. On it lie 
   the camera tracks it (it stays nearly still in the frame while the background moves), as in most real videos;
 * 0-2 distractors fixed to the scene (they move with the camera: background);
 * sometimes a smaller secondary object that moves on its own (background: the primary object is THE one);
-* objects may leave the frame or pass in front of each other (the mask is what is visible).
+* objects may leave the frame or pass in front of each other (the mask is what is visible);
+* optionally, what an affine camera model does not explain (off in recipe B, on in recipe C): a perspective
+  component of the camera motion (`perspective`, a plane seen at an angle), a near layer with parallax
+  (`parallax_probability`: a fence of bars or clip-art shapes fixed to the scene but closer to the camera, so it
+  moves faster than the background; labelled background) and a non-rigid background (`ripple_probability`: a
+  smooth displacement field, new every frame, below a random horizon, as water or foliage).
 
 Then the nuisances a real camera adds: gain change, sensor noise, defocus or motion blur along the camera
 motion, JPEG compression. The flow a model trains on is what it gets at test time: DIS estimated on the RENDERED
@@ -66,6 +71,12 @@ class CompositeConfig:
     # moving on its own. 0: always (a tracked object under a still camera does not move at all: an impossible label)
     track_min_camera_speed: float = 0.0
     secondary_probability: float = 0.25  # a smaller object that moves on its own (labelled background)
+    # What the affine camera removal leaves behind on real video (0 = off; each draws from the clip's generator
+    # only when on, so the clips of a recipe without them stay bit for bit the same):
+    perspective: float = 0.0  # std of the camera's projective terms: relative speed change across the frame
+    parallax_probability: float = 0.0  # a near layer (a fence or 1-2 shapes) moving 1.3-2.5x the camera
+    ripple_probability: float = 0.0  # a non-rigid background below a random horizon
+    ripple_amplitude: float = 1.5  # largest displacement of the non-rigid background, px at `size`
     samples_per_epoch: int = 100_000  # the stream's nominal length; every (epoch, index) is a new clip
     val_videos: int = 24  # held-out validation clips (held-out photos and shapes)
     val_frames: int = 6
@@ -213,6 +224,12 @@ def _colour_jitter(rng: np.random.Generator, rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB)
 
 
+def _warp(image: np.ndarray, matrix: np.ndarray, width: int, height: int, border: int) -> np.ndarray:
+    if np.allclose(matrix[2], [0, 0, 1], rtol=0, atol=0):  # affine: the exact call recipe B was rendered with
+        return cv2.warpAffine(image, matrix[:2], (width, height), flags=cv2.INTER_LINEAR, borderMode=border)
+    return cv2.warpPerspective(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=border)
+
+
 @dataclass
 class _Layer:
     rgb: np.ndarray
@@ -288,6 +305,27 @@ class CompositeGenerator:
         motion = camera if motion_in_frame is None else motion_in_frame
         return _Layer(rgb, alpha, start, motion, primary)
 
+    def _fence(self, rng: np.random.Generator, height: int, width: int) -> _Layer:
+        """Bars of a photo texture across the frame (poles, railings): thin, periodic, in front of everything."""
+        margin = 1.6
+        rgb = self._photo_crop(rng, height, width, margin)
+        rgb = np.ascontiguousarray((rgb * rng.uniform(0.4, 1.0)).astype(np.uint8))
+        bh, bw = rgb.shape[:2]
+        side = min(height, width)
+        period = rng.uniform(0.12, 0.4) * side
+        bar = rng.uniform(0.15, 0.45) * period
+        position = (np.arange(bw) + rng.uniform(0, period)) % period
+        alpha = np.repeat((position < bar)[None, :], bh, axis=0).astype(np.uint8) * 255
+        if rng.random() < 0.5:  # rails across the poles
+            rows = (np.arange(bh) + rng.uniform(0, bh)) % (bh * rng.uniform(0.3, 0.7)) < bar
+            alpha[rows] = 255
+        alpha = cv2.GaussianBlur(alpha, (0, 0), 0.7)
+        cx, cy = (width - 1) / 2, (height - 1) / 2
+        angle = rng.normal(0, 0.15) + (np.pi / 2 if rng.random() < 0.25 else 0.0)  # mostly upright
+        centred = np.array([[1, 0, cx - (bw - 1) / 2], [0, 1, cy - (bh - 1) / 2], [0, 0, 1.0]])
+        start = _about(cx, cy, angle, 1.0, 0, 0) @ centred
+        return _Layer(rgb, alpha, start, np.eye(3))
+
     def _layers(self, rng: np.random.Generator, height: int, width: int) -> tuple[list[_Layer], np.ndarray]:
         cfg = self.config
         unit = min(height, width) / cfg.size  # speeds are in pixels at `size`
@@ -298,6 +336,11 @@ class CompositeGenerator:
         else:
             camera_speed = rng.uniform(0, cfg.max_speed)
             camera = _random_motion(rng, cx, cy, camera_speed * unit, 0.02, 0.03)
+        if cfg.perspective > 0:  # projective terms about the centre: one side of the frame moves faster
+            gx, gy = rng.normal(0, cfg.perspective, 2) * (min(camera_speed, cfg.max_speed) / cfg.max_speed + 0.25)
+            centre = np.array([[1, 0, cx], [0, 1, cy], [0, 0, 1.0]])
+            tilt = np.array([[1, 0, 0], [0, 1, 0], [gx / width, gy / height, 1.0]])
+            camera = camera @ centre @ tilt @ np.linalg.inv(centre)
         margin = 1.6
         background = self._photo_crop(rng, height, width, margin)
         bh, bw = background.shape[:2]
@@ -321,24 +364,60 @@ class CompositeGenerator:
                                         secondary_motion @ camera, camera))
         order = rng.permutation(len(objects))  # occlusions either way
         layers.extend(objects[i] for i in order)
+        if cfg.parallax_probability > 0 and rng.random() < cfg.parallax_probability:
+            # closer to the camera than the background: the camera's translation, 1.3-2.5x
+            centre = camera @ [cx, cy, 1.0]
+            shift = (centre[:2] / centre[2] - [cx, cy]) * rng.uniform(0.3, 1.5)
+            near_motion = np.array([[1, 0, shift[0]], [0, 1, shift[1]], [0, 0, 1.0]]) @ camera
+            if rng.random() < 0.6:
+                fence = self._fence(rng, height, width)
+                fence.motion = near_motion
+                near = [fence]
+            else:
+                near = [self._object(rng, height, width, rng.uniform(0.02, 0.1), near_motion, camera)
+                        for _ in range(rng.integers(1, 3))]
+            if rng.random() < 0.7:  # usually in front of everything, as near things are
+                layers.extend(near)
+            else:
+                layers[1:1] = near
         return layers, camera
+
+    def _ripple(self, rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """A smooth displacement field (x and y maps for cv2.remap) below a random horizon."""
+        unit = min(height, width) / self.config.size
+        cells = int(rng.integers(3, 9))
+        field = rng.normal(0, 1, (2, cells, cells)).astype(np.float32)
+        field = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_CUBIC) for f in field])
+        field *= self.config.ripple_amplitude * unit / max(float(np.abs(field).max()), 1e-6)
+        return field
+
+    def _ripple_setup(self, rng: np.random.Generator, height: int) -> np.ndarray:
+        horizon = rng.uniform(0.0, 0.7) * height
+        return np.clip((np.arange(height, dtype=np.float32) - horizon) / (0.05 * height), 0, 1)[:, None]
 
     def render(self, rng: np.random.Generator, num_frames: int, height: int,
                width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Frames (T, H, W, 3) uint8, primary masks (T, H, W) bool and the camera's 3x3 motion."""
         layers, camera = self._layers(rng, height, width)
+        ripple_weight = None
+        if self.config.ripple_probability > 0 and rng.random() < self.config.ripple_probability:
+            ripple_weight = self._ripple_setup(rng, height)
+        grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
         frames = np.zeros((num_frames, height, width, 3), np.float32)
         masks = np.zeros((num_frames, height, width), bool)
         for t in range(num_frames):
             image = frames[t]
             for layer in layers:
-                matrix = layer.transform(t)[:2]
-                colour = cv2.warpAffine(layer.rgb, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
+                matrix = layer.transform(t)
+                colour = _warp(layer.rgb, matrix, width, height, cv2.BORDER_REFLECT101).astype(np.float32)
                 if layer.alpha is None:
+                    if ripple_weight is not None:  # a new field each frame: it does not move coherently
+                        dx, dy = self._ripple(rng, height, width) * ripple_weight
+                        colour = cv2.remap(colour, grid_x + dx, grid_y + dy, cv2.INTER_LINEAR,
+                                           borderMode=cv2.BORDER_REFLECT101)
                     image[...] = colour
                     continue
-                alpha = cv2.warpAffine(layer.alpha, matrix, (width, height), flags=cv2.INTER_LINEAR)
+                alpha = _warp(layer.alpha, matrix, width, height, cv2.BORDER_CONSTANT)
                 weight = alpha.astype(np.float32)[..., None] / 255.0
                 image *= 1 - weight
                 image += colour * weight
