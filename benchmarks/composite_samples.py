@@ -13,8 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hfan.data.composites import CompositeGenerator, load_assets
-from hfan.train.config import apply_train_overrides, get_train_preset, model_config
+from hfan.datasets.composites import CompositeGenerator, load_assets
+from hfan.config import apply_overrides
+from hfan.presets import get_train_preset
 
 
 def main() -> None:
@@ -25,8 +26,8 @@ def main() -> None:
     parser.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
                         help="dotted overrides of the training preset, as for hfan train")
     args = parser.parse_args()
-    config = apply_train_overrides(get_train_preset("hfan-default-composites"), args.options)
-    flow = model_config(config).flow
+    config = apply_overrides(get_train_preset("hfan-default-composites"), args.options)
+    flow = config.model.flow
     seed = config.seed if args.seed is None else args.seed
     assets = load_assets(config.data.composites).split(held_out=False)
     generator = CompositeGenerator(assets, config.data.composites, flow.camera_motion, flow.dis_preset)

@@ -23,12 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hfan.data import io
+from hfan.io.images import read_mask
+from hfan.io.video import open_frames
 from hfan.evaluation.davis import jaccard
 from hfan.flow import build_flow_estimator, flow_to_hfan_image, video_flows
-from hfan.inference import Predictor
+from hfan.inference.predictor import Predictor
 from hfan.models.checkpoints import load_model
-from hfan.perf import tune_malloc
+from hfan.models.segmentor import build_model
+from hfan.inference.malloc import tune_malloc
 
 DEFAULT_DATA = Path(os.environ.get("HFAN_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / \
     "davis16_mini"
@@ -50,7 +52,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     tune_malloc()
     torch.manual_seed(0)
-    model = load_model(args.preset if args.checkpoint is None else None, checkpoint=args.checkpoint)
+    model = build_model(args.preset) if args.checkpoint is None else load_model(args.checkpoint)
     slide = Predictor(model, max_batch=16)
     whole = Predictor(model, dataclasses.replace(model.config.test, mode="whole"), max_batch=16)
     estimator = build_flow_estimator("dis")
@@ -62,7 +64,7 @@ def main() -> None:
     rows = []
     for sequence in sorted(p.name for p in (args.data / "JPEGImages" / "480p").iterdir()):
         frames_dir = args.data / "JPEGImages" / "480p" / sequence
-        pairs = list(video_flows(io.open_frames(frames_dir), estimator))
+        pairs = list(video_flows(open_frames(frames_dir), estimator))
         scores = []
         for index in range(0, len(pairs), args.every):
             frame, flow = pairs[index]
@@ -72,7 +74,7 @@ def main() -> None:
                 start = time.perf_counter()
                 timed[name] = (predictor.predict([frame], [flow_image])[0], time.perf_counter() - start)
             (a, ta), (b, tb) = timed["slide"], timed["whole"]
-            gt = io.read_mask(args.data / "Annotations" / "480p" / sequence / f"{index:05d}.png") > 0
+            gt = read_mask(args.data / "Annotations" / "480p" / sequence / f"{index:05d}.png") > 0
             scores.append((float((a.mask == b.mask).mean()), mask_iou(a.mask, b.mask),
                            float(np.abs(a.probability - b.probability).mean()),
                            float(np.corrcoef(a.probability.ravel(), b.probability.ravel())[0, 1]), jaccard(gt, a.mask),

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hfan.data.io import read_image, write_image
+from hfan.io.images import read_image, write_image
 from hfan.flow import build_flow_estimator, flow_to_hfan_image, flow_to_image
 
 VIDEOS = ("blackswan", "libby")

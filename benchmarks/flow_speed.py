@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 import torch
 
-from hfan.data.io import read_image, write_image
+from hfan.io.images import read_image, write_image
 from hfan.flow import build_flow_estimator, flow_to_hfan_image
-from hfan.perf import tune_malloc
+from hfan.inference.malloc import tune_malloc
 
 
 def _frames(shared: Path) -> tuple[np.ndarray, np.ndarray]:

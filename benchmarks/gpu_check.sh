@@ -37,7 +37,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to OUT_DIR/NAME.
   echo "== $name: exit ${PIPESTATUS[0]}" | tee -a "$out/summary.txt"
 }
 
-step tests 150 "$python" -m pytest -q -ra -p no:cacheprovider tests/test_cuda.py tests/test_fast_paths.py
+step tests 150 "$python" -m pytest -q -ra -p no:cacheprovider tests/inference/test_cuda.py tests/inference/test_fast_paths.py
 # Model only, HFAN-Small at the official scale: faithful, batched, whole-image and CUDA-graph paths, fp16.
 step model_speed 240 "$python" benchmarks/model_speed.py --device cuda --compile --batches 1,4,16 --threads 8
 # End to end with RAFT (random weights: speed only) on the GPU, prefetching on and off.

@@ -34,20 +34,21 @@ STAGES = ("decode", "flow dis", "encode", "resize", "normalise numpy x2", "norma
 def measure(tuned: bool, repeats: int, threads: int) -> dict[str, float]:
     """ms per frame for each stage, in this process."""
     if tuned:
-        from hfan.perf import tune_malloc
+        from hfan.inference.malloc import tune_malloc
 
         tune_malloc()
     import numpy as np
     import torch
 
-    from hfan.data import io
-    from hfan.data.normalize import normalize_batch, normalize_image
+    from hfan.io.images import overlay_mask, read_image, write_mask
+    from hfan.io.video import VideoWriter
+    from hfan.preprocess import normalize_batch, normalize_image
     from hfan.flow import build_flow_estimator, flow_to_hfan_image
-    from hfan.inference import resize_for_test
+    from hfan.preprocess import resize_for_test
 
     torch.set_num_threads(threads)
     folder = SHARED / "data/davis16_mini/JPEGImages/480p/blackswan"
-    first, second = io.read_image(folder / "00000.jpg"), io.read_image(folder / "00001.jpg")
+    first, second = read_image(folder / "00000.jpg"), read_image(folder / "00001.jpg")
     dis = build_flow_estimator("dis")
     flow = dis(first, second)
     flow_image = flow_to_hfan_image(flow)
@@ -55,17 +56,17 @@ def measure(tuned: bool, repeats: int, threads: int) -> dict[str, float]:
     mask = np.zeros(first.shape[:2], bool)
     mask[100:300, 200:500] = True
     work = Path(tempfile.mkdtemp(prefix="hfan_host_speed_"))
-    video = io.VideoWriter(work / "overlay.mp4", 25.0)
+    video = VideoWriter(work / "overlay.mp4", 25.0)
     stages = {
-        "decode": lambda i: io.read_image(folder / "00000.jpg"),
+        "decode": lambda i: read_image(folder / "00000.jpg"),
         "flow dis": lambda i: dis(first, second),
         "encode": lambda i: flow_to_hfan_image(flow),
         "resize": lambda i: [resize_for_test(image, (2048, 512), 32) for image in (first, flow_image)],
         "normalise numpy x2": lambda i: [torch.from_numpy(normalize_image(r).transpose(2, 0, 1).copy())
                                          for r in resized],
         "normalise torch x2": lambda i: normalize_batch(np.stack(resized)),
-        "write mask": lambda i: io.write_mask(work / "masks" / f"{i:05d}.png", mask, foreground_value=255),
-        "overlay": lambda i: video.write(io.overlay_mask(first, mask)),
+        "write mask": lambda i: write_mask(work / "masks" / f"{i:05d}.png", mask, foreground_value=255),
+        "overlay": lambda i: video.write(overlay_mask(first, mask)),
     }
     medians = {}
     for name, stage in stages.items():

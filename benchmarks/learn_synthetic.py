@@ -7,7 +7,7 @@ protocol, J and F) on held-out synthetic videos and on ../shared/data/davis16_mi
 Everything goes through the real training path (`hfan.train.loop.train`: augmentation, data stream, AdamW with
 the param-wise rules, poly schedule, checkpoints, periodic validation). Only the scale is shrunk: 128x128 crops
 of 128x160 videos (keep-ratio box 320x128 instead of 2048x512), a 100-iteration warm-up, a higher learning rate
-because there are no ImageNet weights. Synthetic videos (`hfan.data.synthetic`) have exact flow; DAVIS flow is
+because there are no ImageNet weights. Synthetic videos (`hfan.datasets.synthetic`) have exact flow; DAVIS flow is
 computed with DIS (`hfan prepare davis`), so the DAVIS number says how far the synthetic lesson carries to real
 videos, not how good HFAN is. Work files (data, checkpoints, logs) go to --work-dir; the curve to --png.
 """
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 
-from hfan.data.prepare import prepare_davis
-from hfan.data.synthetic import write_synthetic_split
-from hfan.train.config import apply_train_overrides, get_train_preset, model_config
+from hfan.datasets.prepare import prepare_davis
+from hfan.datasets.synthetic import write_synthetic_split
+from hfan.config import apply_overrides
+from hfan.presets import get_train_preset
 from hfan.train.loop import train
 from hfan.train.validate import evaluate_split, scored_samples
 
@@ -106,7 +107,7 @@ def main() -> None:
     data = synthetic_data(args.work_dir / "synthetic", args.train_videos, args.val_videos, args.frames)
     davis = davis_mini_flat(DAVIS_MINI, args.work_dir / "davis16_mini") if DAVIS_MINI.is_dir() else None
     run_dir = args.work_dir / f"run-{args.iterations}-{args.batch}-{args.lr:g}"
-    config = apply_train_overrides(get_train_preset("hfan-b0-160k"), [
+    config = apply_overrides(get_train_preset("hfan-b0-160k"), [
         f"data.root={data}", f"data.val_root={data}", "data.val_split=val",
         f"data.batch_per_gpu={args.batch}", f"data.workers_per_gpu={args.workers}",
         "data.augment.img_scale=320,128", "data.augment.crop_size=128,128", "model.test.img_scale=320,128",
@@ -120,7 +121,7 @@ def main() -> None:
 
     scores = {"held-out synthetic": (result.validation, data)}
     if davis is not None:
-        summary = evaluate_split(result.model, davis, "val", model_config(config).test)
+        summary = evaluate_split(result.model, davis, "val", config.model.test)
         scores["davis16_mini (DIS flow)"] = (summary, davis)
     train_rows, val_rows = read_rows(run_dir / "train_log.csv"), read_rows(run_dir / "val_log.csv")
     plot(train_rows, val_rows, args.png,

@@ -85,11 +85,11 @@ def run_case(predictor, kind: str, inputs) -> torch.Tensor:
 def worker(connection, tuned: bool, variants: list[str], args) -> None:
     """Holds the predictors of one allocator setting; answers (variant, case, what) requests."""
     if tuned:
-        from hfan.perf import tune_malloc
+        from hfan.inference.malloc import tune_malloc
 
         tune_malloc()
-    from hfan.config import get_preset
-    from hfan.inference import Predictor
+    from hfan.presets import get_preset
+    from hfan.inference.predictor import Predictor
     from hfan.models import build_model
 
     torch.set_num_threads(args.threads)

@@ -24,7 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hfan.data.io import list_frame_files, read_image, write_mask
+from hfan.io.video import list_frame_files
+from hfan.io.images import read_image, write_mask
 from hfan.evaluation import evaluate_davis
 from hfan.flow import build_flow_estimator, video_flows
 from hfan.flow.camera import CAMERA_MODELS, remove_camera_motion

@@ -12,7 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hfan.data import io
+from hfan.io.images import overlay_mask, read_mask
+from hfan.io.video import open_frames
 
 
 def main() -> None:
@@ -25,10 +26,10 @@ def main() -> None:
     args = parser.parse_args()
     wanted = [int(i) for i in args.frames.split(",")]
     tiles = []
-    for index, frame in enumerate(io.open_frames(args.video)):
+    for index, frame in enumerate(open_frames(args.video)):
         if index in wanted:
-            mask = io.read_mask(args.masks / f"{index:05d}.png")
-            tile = io.overlay_mask(frame, mask)
+            mask = read_mask(args.masks / f"{index:05d}.png")
+            tile = overlay_mask(frame, mask)
             height = round(tile.shape[0] * args.width / tile.shape[1])
             tiles.append(cv2.resize(tile, (args.width, height), interpolation=cv2.INTER_AREA))
     if len(tiles) != len(wanted):

@@ -28,12 +28,13 @@ from pathlib import Path
 
 import torch
 
-from hfan import build_model, get_preset
-from hfan.data import io
+from hfan.models.segmentor import build_model
+from hfan.presets import get_preset
+from hfan.io.video import list_frame_files
 from hfan.flow import build_flow_estimator
-from hfan.inference import Predictor
-from hfan.perf import tune_malloc
-from hfan.pipeline import segment_to_folder
+from hfan.inference.predictor import Predictor
+from hfan.inference.malloc import tune_malloc
+from hfan.segment import segment_to_folder
 
 SHARED = Path(os.environ.get("HFAN_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 STAGES = ("decode", "flow", "encode", "model", "write")
@@ -62,15 +63,14 @@ def main() -> None:
     try:
         source = work / "frames"
         source.mkdir()
-        for path in io.list_frame_files(Path(args.sequence))[: args.frames]:
+        for path in list_frame_files(Path(args.sequence))[: args.frames]:
             shutil.copy(path, source / path.name)
         frames = len(list(source.iterdir()))
         runs: dict[tuple[str, bool], list] = {}
         for preset in args.presets.split(","):
             torch.manual_seed(0)
-            # The CLI's windows per forward (hfan.cli._build_predictor).
-            max_batch = 8 if device.type == "cpu" else max(8, 3 * args.batch_size)
-            predictor = Predictor(build_model(get_preset(preset)).to(device), device=device, max_batch=max_batch)
+            # the policy of hfan segment (hfan.inference.predictor.default_max_batch)
+            predictor = Predictor(build_model(preset), device=device, frames_per_batch=args.batch_size)
             segment_to_folder(source, work / "warmup", predictor, estimator, batch_size=args.batch_size,
                               progress=False)  # first-call costs (allocator, cuDNN autotuning)
             for _ in range(args.repeats):

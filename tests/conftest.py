@@ -1,8 +1,10 @@
-"""Shared test helpers: where ../shared lives, and the skip-or-fail rule for files that come from it."""
+"""Suite-wide setup: one intra-op thread, a seeded torch, and the `shared_path` / `project_root` fixtures.
+
+Helpers live in tests/helpers (a package: `from helpers.shared import shared_path`); no test imports conftest.
+"""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 # The suite runs as 2 xdist workers on 2 cores: one intra-op thread each. Two OpenMP threads per process on
 # an oversubscribed machine make small forwards ~40x slower (threads spin at barriers). Subprocesses inherit it.
@@ -10,19 +12,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("HFAN_SHARED", PROJECT_ROOT.parent / "shared"))
+from helpers import shared  # noqa: E402
 
 
-def shared_path(relative: str) -> Path:
-    """Path of a file under ../shared (HFAN_SHARED overrides). Missing: skip, or fail under CI=true."""
-    path = SHARED / relative
-    if not path.exists():
-        message = f"needs {path} (set HFAN_SHARED to the shared folder)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+@pytest.fixture
+def shared_path():
+    """`shared_path("data/...")`: a path under ../shared, skipped (failed under CI=true) when it is missing."""
+    return shared.shared_path
+
+
+@pytest.fixture(scope="session")
+def project_root():
+    return shared.PROJECT_ROOT
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,6 @@
-"""The `hfan` command: argument parsing only; every subcommand calls one library function."""
+"""The `hfan` command: argument parsing only. Each subcommand maps its flags to library calls (a Predictor from
+`hfan.inference.predictor.load_predictor`, then the one function that does the job); every default and every
+choice of device, batch or weights lives in the library, so the Python API and the commands run the same way."""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +25,7 @@ def _run_info(args) -> int:
 
 
 def _add_train(subparsers) -> None:
-    from hfan.train.config import TRAIN_PRESETS
+    from hfan.presets import TRAIN_PRESETS
 
     parser = subparsers.add_parser(
         "train", help="train a model (stage 1 or 2); under torchrun, on several GPUs",
@@ -88,22 +90,23 @@ def _run_export_weights(args) -> int:
 
 
 def _run_export_onnx(args) -> int:
-    from hfan.export import export_onnx
+    from hfan.inference.export import export_onnx, parse_window_size
     from hfan.models.checkpoints import load_model
+    from hfan.models.segmentor import build_model
 
     if args.model is None and args.checkpoint is None:
         raise ValueError("give --model PRESET, --checkpoint FILE, or both")
-    try:
-        height, width = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--size {args.size!r}: expected HxW, e.g. 512x512") from None
-    model = load_model(args.model, checkpoint=args.checkpoint, options=args.options)
+    height, width = parse_window_size(args.size)
+    model = (build_model(args.model, args.options) if args.checkpoint is None
+             else load_model(args.checkpoint, preset=args.model, options=args.options))
     path = export_onnx(model, args.out, height, width, check=not args.no_check)
     print(f"wrote {path}" + ("" if args.no_check else " (onnxruntime matches PyTorch within 1e-4)"))
     return 0
 
 
 def _add_model_arguments(parser, default_model: str | None) -> None:
+    from hfan.config import PRECISIONS
+
     parser.add_argument("--model", default=default_model,
                         help="default (the packaged model), or a preset: hfan-b0, hfan-small, hfan-medium, hfan-large "
                              "(default: what the checkpoint holds)")
@@ -113,7 +116,7 @@ def _add_model_arguments(parser, default_model: str | None) -> None:
     parser.add_argument("--aug-test", action="store_true", help="the official multi-scale (0.75, 1, 1.75) + flip test")
     parser.add_argument("--fast", action="store_true", help="one whole-image forward instead of sliding windows")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
-    parser.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"],
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
                         help="default: fp16 autocast on CUDA (as the official test), fp32 on CPU")
     parser.add_argument("--batch-size", type=int, default=4, help="frames per forward (default 4)")
     speed = parser.add_argument_group("speed (same outputs as the plain path)")
@@ -127,37 +130,13 @@ def _add_model_arguments(parser, default_model: str | None) -> None:
                             "process keeps its peak memory)")
 
 
-def _build_predictor(args, checkpoint):
-    import os
+def _load_predictor(args, checkpoint, preset):
+    from hfan.inference.predictor import load_predictor
 
-    import torch
-
-    from hfan.config import AUG_TEST_RATIOS
-    from hfan.inference import Predictor
-    from hfan.models.checkpoints import load_model
-    from hfan.perf import tune_malloc
-
-    if not args.no_malloc_tuning:
-        tune_malloc()
-    options = list(args.options)
-    if args.aug_test:
-        options += ["test.flip=true", "test.ratios=" + ",".join(map(str, AUG_TEST_RATIOS))]
-    if args.fast:
-        options.append("test.mode=whole")
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))  # torchrun: one GPU per process
-    device = args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    model_name = None if args.model == "default" else args.model  # the checkpoint is then the packaged file
-    model = load_model(model_name, checkpoint=checkpoint, options=options, device=device)
-    if torch.device(device).type == "cpu":
-        # CPU: 8 windows per forward (1.42-1.45 s per DAVIS frame against 1.67 s one by one; all 12 windows of 4
-        # frames at once was slower, 2.6 s). Compiled chunks are padded to max_batch windows: one window per
-        # forward wastes nothing there.
-        max_batch = 1 if args.compile else 8
-    else:
-        # GPU: all windows of a batch of frames (3 per DAVIS frame) in one forward, the same chunk for CUDA graphs.
-        max_batch = max(8, 3 * args.batch_size)
-    return Predictor(model, device=device, precision=args.precision, max_batch=max_batch, backend=args.backend,
-                     compiled=args.compile)
+    return load_predictor(checkpoint, preset=preset, options=args.options, device=args.device,
+                          precision=args.precision, frames_per_batch=args.batch_size, backend=args.backend,
+                          compiled=args.compile, aug_test=args.aug_test, whole_image=args.fast,
+                          tune_allocator=not args.no_malloc_tuning)
 
 
 def _add_segment(subparsers) -> None:
@@ -176,43 +155,25 @@ def _add_segment(subparsers) -> None:
 
 
 def _run_segment(args) -> int:
-    from pathlib import Path
+    from hfan.datasets.layouts import SegmentOutput
+    from hfan.models.checkpoints import default_model_summary
+    from hfan.presets import DEFAULT_MODEL, segment_weights
+    from hfan.segment import segment_to_folder
 
-    from hfan.pipeline import find_checkpoint, segment_to_folder
-
-    source = Path(args.input)
-    # Without --checkpoint: the packaged default model, or the cached weights of --model; with it, the file says
-    # the model.
-    if args.checkpoint:
-        checkpoint = args.checkpoint
-    elif args.model in (None, "default"):
-        checkpoint = _default_checkpoint()
-    else:
-        checkpoint = find_checkpoint(args.model)
-    predictor = _build_predictor(args, checkpoint)
-    flow_options = {"weights": args.raft_weights} if args.raft_weights else {}
-    if args.flow and args.flow.startswith("raft"):
-        flow_options.setdefault("device", predictor.device)
-    out = Path(args.out) if args.out else source.with_name(source.stem + "_hfan")
-    timings = segment_to_folder(source, out, predictor, args.flow, flow_options, args.batch_size,
-                                overlay=not args.no_overlay, save_probabilities=args.save_probabilities,
-                                save_flow=args.save_flow)
+    checkpoint, preset = segment_weights(args.model, args.checkpoint)
+    if checkpoint == DEFAULT_MODEL:
+        print(default_model_summary())
+    predictor = _load_predictor(args, checkpoint, preset)
+    out = args.out or SegmentOutput.default_root(args.input)
+    timings = segment_to_folder(args.input, out, predictor, args.flow,
+                                flow_options={"weights": args.raft_weights} if args.raft_weights else None,
+                                batch_size=args.batch_size, overlay=not args.no_overlay,
+                                save_probabilities=args.save_probabilities, save_flow=args.save_flow)
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in timings.seconds.items())
     print(f"{timings.frames} frames -> {out} in {timings.wall_seconds:.1f} s "
           f"({timings.frames_per_second:.2f} frames/s; "
           f"time per stage: {stages})")
     return 0
-
-
-def _default_checkpoint():
-    from hfan.models.checkpoints import default_weights_path, model_card
-
-    path = default_weights_path()
-    card = model_card(path) if path.is_file() else {}
-    print(f"model: {card.get('name', 'hfan-default')}, the default model shipped with hfan "
-          f"({card.get('summary', 'MiT-b0, flow only, trained on synthetic composites')}); "
-          "the paper's accuracy needs the official weights: --checkpoint HFAN-s-converted.pth")
-    return path
 
 
 def _add_infer(subparsers) -> None:
@@ -228,45 +189,24 @@ def _add_infer(subparsers) -> None:
 
 
 def _run_infer(args) -> int:
-    from hfan.pipeline import infer_dataset
+    from hfan.evaluation.predict import distributed_rank, infer_dataset, wait_for_shards
+    from hfan.evaluation.report import report
 
-    if args.model is None and args.checkpoint is None:
+    if args.checkpoint is None:
         raise ValueError("give --checkpoint FILE (and optionally --model PRESET)")
     if args.eval and args.gt is None:
         raise ValueError("--eval needs --gt: ground-truth <seq>/<frame>.png folders or a DAVIS root")
-    rank, world_size = _distributed_rank()
-    predictor = _build_predictor(args, args.checkpoint)
-    report = infer_dataset(predictor, args.data, args.split, args.out, args.batch_size, args.save_probabilities,
+    rank, world_size = distributed_rank()
+    predictor = _load_predictor(args, args.checkpoint, args.model)
+    result = infer_dataset(predictor, args.data, args.split, args.out, args.batch_size, args.save_probabilities,
                            rank=rank, world_size=world_size)
-    print(f"{report.frames_done} frames written, {report.frames_skipped} already complete; "
-          f"model {report.model_fps:.2f} frames/s, wall clock {report.wall_fps:.2f} frames/s")
-    if args.eval and rank == 0:
-        _evaluate_after_infer(args, world_size)
+    print(f"{result.frames_done} frames written, {result.frames_skipped} already complete; "
+          f"model {result.model_fps:.2f} frames/s, wall clock {result.wall_fps:.2f} frames/s")
+    if args.eval:
+        wait_for_shards(world_size)  # every shard's masks are written before rank 0 scores them
+        if rank == 0:
+            print(report("davis", [args.out], args.gt, only_present=True))
     return 0
-
-
-def _evaluate_after_infer(args, world_size: int) -> None:
-    from hfan.evaluation.report import report
-
-    if world_size > 1:
-        import torch.distributed as dist
-
-        dist.barrier()  # every shard's masks are written before rank 0 scores them
-    print(report("davis", [args.out], args.gt, only_present=True))
-
-
-def _distributed_rank() -> tuple[int, int]:
-    """(rank, world size) under torchrun, else (0, 1). Inference shards videos by rank; the gloo group is only
-    there for the barrier before --eval (it works with CPU and CUDA processes alike)."""
-    import os
-
-    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world_size > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
-    return rank, world_size
 
 
 def _add_eval(subparsers) -> None:
@@ -318,7 +258,7 @@ def _add_flow_arguments(parser, workers: bool) -> None:
                        help="a torchvision weight name (C_T_V1 = the original raft-things, C_T_V2, ...) or a "
                             f"local .pth file (default: {RAFT_DEFAULT_WEIGHTS})")
     group.add_argument("--raft-iters", type=int, default=RAFT_DEFAULT_UPDATES, help="RAFT refinement iterations")
-    group.add_argument("--batch-size", type=int, default=4, help="RAFT frame pairs per batch")
+    group.add_argument("--flow-batch-size", type=int, default=4, help="RAFT frame pairs per batch")
     group.add_argument("--device", default=None, help="RAFT device (default: cuda when available, else cpu)")
     group.add_argument("--save-raw-flow", action="store_true",
                        help="also keep the raw flow as float16 .npy under flow_raw/")
@@ -334,18 +274,14 @@ def _add_flow_arguments(parser, workers: bool) -> None:
 
 
 def _flow_settings(args):
-    from hfan.data.prepare import FlowSettings
-    from hfan.perf import tune_malloc
+    from hfan.datasets.prepare import FlowSettings
+    from hfan.inference.malloc import tune_malloc
 
     if not args.no_malloc_tuning:
         tune_malloc()  # mainly for RAFT, which runs in this process (DIS / Farneback workers are spawned fresh)
-
-    if args.flow == "dis":
-        return FlowSettings.of("dis", args.save_raw_flow, args.camera_motion, preset=args.dis_preset)
-    if args.flow == "farneback":
-        return FlowSettings.of("farneback", args.save_raw_flow, args.camera_motion)
-    return FlowSettings.of(args.flow, args.save_raw_flow, args.camera_motion, weights=args.raft_weights,
-                           num_flow_updates=args.raft_iters, batch_size=args.batch_size, device=args.device)
+    return FlowSettings.from_options(args.flow, args.save_raw_flow, args.camera_motion, dis_preset=args.dis_preset,
+                                     raft_weights=args.raft_weights, raft_iters=args.raft_iters,
+                                     batch_size=args.flow_batch_size, device=args.device)
 
 
 def _add_prepare(subparsers) -> None:
@@ -373,7 +309,7 @@ def _add_prepare(subparsers) -> None:
 
 
 def _run_prepare_davis(args) -> int:
-    from hfan.data.prepare import prepare_davis
+    from hfan.datasets.prepare import prepare_davis
 
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     print(prepare_davis(args.davis_root, args.out, splits, _flow_settings(args), args.workers))
@@ -381,14 +317,14 @@ def _run_prepare_davis(args) -> int:
 
 
 def _run_prepare_youtube_vos(args) -> int:
-    from hfan.data.prepare import prepare_youtube_vos
+    from hfan.datasets.prepare import prepare_youtube_vos
 
     print(prepare_youtube_vos(args.root, args.out, _flow_settings(args), args.workers))
     return 0
 
 
 def _run_prepare_video(args) -> int:
-    from hfan.data.prepare import prepare_video
+    from hfan.datasets.prepare import prepare_video
 
     print(prepare_video(args.input, args.out, _flow_settings(args), args.split, args.name, args.fps))
     return 0

@@ -8,7 +8,7 @@ def describe() -> str:
     import torch
 
     import hfan
-    from hfan.config import PRESETS
+    from hfan.presets import MODEL_PRESETS
 
     lines = [
         f"hfan {hfan.__version__}",
@@ -19,12 +19,14 @@ def describe() -> str:
         lines += [f"  cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
     lines.append(f"CPU threads: {torch.get_num_threads()}")
     lines.append("model presets:")
-    for name, cfg in PRESETS.items():
+    for name, record in MODEL_PRESETS.items():
+        cfg = record.config
         lines.append(
             f"  {name:12s} backbone {cfg.backbone.name}, decoder width {cfg.decode_head.embed_dim}, "
             f"select_method {cfg.decode_head.select_method}"
         )
-    from hfan.models.checkpoints import default_weights_path, model_card
+    from hfan.models.checkpoints import model_card
+    from hfan.presets import default_weights_path
 
     weights = default_weights_path()
     if weights.is_file():

@@ -3,7 +3,7 @@
 `read_mask` is the one reader of mask PNGs; `report` runs an evaluation and writes its tables and files.
 """
 from hfan.evaluation.davis import DavisResult, evaluate_davis
-from hfan.evaluation.frames import read_mask
+from hfan.io.images import read_mask
 from hfan.evaluation.report import report
 from hfan.evaluation.vsod import VsodResult, evaluate_vsod
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hfan.evaluation.frames import FolderResult, SequenceFrames, collect_sequences, map_sequences, read_mask
+from hfan.evaluation.frames import FolderResult, SequenceFrames, collect_sequences, map_sequences
+from hfan.io.images import read_mask
 
 BOUNDARY_TOLERANCE = 0.008  # fraction of the image diagonal, as the official `bound_th`
 RECALL_THRESHOLD = 0.5

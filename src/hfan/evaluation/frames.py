@@ -19,21 +19,13 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from hfan.data.io import open_image, read_mask  # noqa: F401  (read_mask: the one mask reader)
+from hfan.datasets.davis import MIN_SCORED_SEQUENCE, scored_frames
+from hfan.io.images import read_mask  # noqa: F401  (read_mask: the one mask reader)
 
 MASK_SUFFIX = ".png"
 _MAX_LISTED = 10
 
 Result = TypeVar("Result")
-
-
-def read_gray(path: str | Path) -> np.ndarray:
-    """An 8-bit saliency map as uint8; colour maps give their first (red) channel, as the MATLAB toolbox does."""
-    image = open_image(Path(path))
-    array = np.asarray(image)
-    if array.dtype != np.uint8:
-        raise ValueError(f"{path} has {array.dtype} pixels ({image.mode}): expected an 8-bit saliency map")
-    return array[..., 0] if array.ndim == 3 else array
 
 
 def resolve_gt_root(gt_dir: str | Path) -> Path:
@@ -43,25 +35,6 @@ def resolve_gt_root(gt_dir: str | Path) -> Path:
         raise FileNotFoundError(f"ground-truth folder {gt_dir} does not exist")
     davis_annotations = gt_dir / "Annotations" / "480p"
     return davis_annotations if davis_annotations.is_dir() else gt_dir
-
-
-def read_sequence_names(names: Sequence[str] | None) -> list[str] | None:
-    """Sequence names as given, or read from a text file: one name a line, or DAVIS ImageSets lines whose first
-    token is a frame path (`/JPEGImages/480p/blackswan/00000.jpg ...`, the sequence being its folder)."""
-    if not names:
-        return None
-    selected: list[str] = []
-    for name in names:
-        if name.endswith(".txt"):
-            path = Path(name)
-            if not path.is_file():
-                raise FileNotFoundError(f"sequence list {path} does not exist")
-            for tokens in (line.split() for line in path.read_text().splitlines()):
-                if tokens:
-                    selected.append(Path(tokens[0]).parent.name if "/" in tokens[0] else tokens[0])
-        else:
-            selected.append(name)
-    return list(dict.fromkeys(selected))
 
 
 @dataclass(frozen=True)
@@ -139,11 +112,11 @@ def collect_sequences(pred_dir: str | Path, gt_dir: str | Path, sequences: Seque
         if name not in gt_sequences or name not in pred_sequences:
             continue
         gt_paths = sorted((gt_root / name).glob("*" + MASK_SUFFIX))
-        if len(gt_paths) < 3:
+        if len(gt_paths) < MIN_SCORED_SEQUENCE:
             problems.append(f"{gt_root / name} holds {len(gt_paths)} mask(s): at least 3 are needed because "
                             f"the first and last frame are not scored")
             continue
-        scored = gt_paths[1:-1]
+        scored = scored_frames(gt_paths)
         pred_paths = [pred_root / name / path.name for path in scored]
         missing_frames += [str(path) for path in pred_paths if not path.is_file()]
         collected.append(SequenceFrames(name, tuple(path.stem for path in scored), tuple(scored),

@@ -1,23 +1,22 @@
 """Evaluation reports: the terminal tables of the official tools, CSV and JSON files, a per-sequence J&F chart.
 
 Several prediction folders ("methods") can be evaluated against the same ground truth; every table and file
-then holds them side by side. Files are written atomically (a temporary name in the same folder, then
-os.replace), so an interrupted run never leaves a complete-looking half file.
+then holds them side by side. Files are written atomically (hfan.files), so an interrupted run never leaves a
+complete-looking half file.
 """
 from __future__ import annotations
 
 import csv
 import io
-import json
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from hfan.config import DAVIS_COLUMNS
 from hfan.evaluation.davis import DavisResult, evaluate_davis
-from hfan.evaluation.frames import read_sequence_names
+from hfan.files import atomic_path, write_json, write_text
+from hfan.datasets.davis import read_sequence_names
 from hfan.evaluation.vsod import VsodResult, evaluate_vsod
 
-DAVIS_COLUMNS = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
 VSOD_COLUMNS = ["S-measure", "maxE", "meanE", "adpE", "maxF", "meanF", "adpF", "MAE"]
 
 
@@ -35,7 +34,7 @@ def davis_text(results: dict[str, DavisResult], title: str) -> str:
     several = len(results) > 1
     global_rows = [([name] if several else []) + [result.summary()[key] for key in DAVIS_COLUMNS]
                    for name, result in results.items()]
-    header = (["Method"] if several else []) + DAVIS_COLUMNS
+    header = (["Method"] if several else []) + list(DAVIS_COLUMNS)
     sequence_header = ["Sequence"] + [f"{measure}{f'[{name}]' if several else ''}"
                                       for name in results for measure in ("J-Mean", "F-Mean")]
     sequence_rows = []
@@ -61,25 +60,12 @@ def _sequence_union(results: dict[str, DavisResult] | dict[str, VsodResult]) -> 
     return list(dict.fromkeys(seq.name for result in results.values() for seq in result.sequences))
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows([[f"{value:.10f}" if isinstance(value, float) else value for value in row] for row in rows])
-    _write_atomically(path, lambda temporary: temporary.write_text(buffer.getvalue()))
-
-
-def write_json(path: Path, content: dict) -> None:
-    _write_atomically(path, lambda temporary: temporary.write_text(json.dumps(content, indent=2) + "\n"))
+    write_text(path, buffer.getvalue())
 
 
 def plot_davis(results: dict[str, DavisResult], path: Path) -> None:
@@ -106,7 +92,8 @@ def plot_davis(results: dict[str, DavisResult], path: Path) -> None:
     axes.legend(loc="upper center", ncol=min(len(results), 3), fontsize="small")
     axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    _write_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=120))
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=120)
 
 
 def write_davis_files(results: dict[str, DavisResult], out_dir: Path, plot: bool = True) -> list[Path]:
@@ -123,7 +110,7 @@ def write_davis_files(results: dict[str, DavisResult], out_dir: Path, plot: bool
     write_csv(written[2], ["Method", "Sequence", "Frame", "J", "F"],
               [[name, seq.name, frame, float(j), float(f)] for name, result in results.items()
                for seq in result.sequences for frame, j, f in zip(seq.frames, seq.j, seq.f)])
-    write_json(written[3], {
+    write_json(written[3], indent=2, sort_keys=False, data={
         "protocol": "DAVIS-2016: first and last frame of each sequence excluded; dataset = mean over sequences",
         "methods": {name: {"pred": str(result.pred_dir), "gt": str(result.gt_dir), "frames": result.n_frames,
                            "global": result.summary(),
@@ -152,7 +139,7 @@ def write_vsod_files(results: dict[str, VsodResult], out_dir: Path) -> list[Path
     write_csv(written[1], ["Method", "Sequence", "Frames", *VSOD_COLUMNS],
               [[name, seq.name, len(seq.frames), *seq.summary().values()]
                for name, result in results.items() for seq in result.sequences])
-    write_json(written[2], {
+    write_json(written[2], indent=2, sort_keys=False, data={
         "protocol": "VSOD toolbox: first and last frame skipped; frame means per sequence, then sequence means",
         "methods": {name: {"pred": str(result.pred_dir), "gt": str(result.gt_dir), "frames": result.n_frames,
                            "global": result.summary(),

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hfan.evaluation.frames import (FolderResult, SequenceFrames, collect_sequences, map_sequences, read_gray,
-                                   read_mask)
+from hfan.evaluation.frames import FolderResult, SequenceFrames, collect_sequences, map_sequences
+from hfan.io.images import read_gray, read_mask
 
 F_BETA_SQUARED = 0.3  # beta^2 of the saliency F-measure
 

@@ -8,11 +8,12 @@ this residual (its config: `flow.camera_motion`); the official checkpoints were 
 (`none`).
 
 - `affine`: 6 parameters, fitted by iteratively re-weighted least squares with weights 1 / max(|r|, 0.5 px),
-  i.e. a least-absolute-deviation fit. Measured (tests/test_camera_motion.py): a block moving on its own over
+  i.e. a least-absolute-deviation fit. Measured (tests/flow/test_camera_motion.py): a block moving on its own over
   40 % of the image leaves the fit within 0.02 px; at 45 % it breaks (1.6 px).
 - `homography`: 8 parameters (a plane seen by a moving camera), OpenCV's RANSAC on a grid of correspondences
   x -> x + flow(x), then the affine fit's fallback when too few points agree; holds at 45 %.
-The fit runs on every `step`-th pixel of every `step`-th row: a 854x480 field takes a few milliseconds.
+The fit runs on every `step`-th pixel of every `step`-th row, so it costs little next to the flow estimate
+itself (docs/speed.md).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Optical flow to a colour image: the Middlebury colour wheel exactly as RAFT's `core/utils/flow_viz.py` draws it.
 
-HFAN's flow images were drawn by RAFT's visualiser (SPEC §6.1), so we repeat its arithmetic operation by operation
-(same wheel, same float32/float64 mix, same floor) to get the same bytes. torchvision's `flow_to_image` is not
+HFAN's flow images were drawn by RAFT's visualiser (docs/design.md#flow-images), so we repeat its arithmetic
+operation by operation (same wheel, same float32/float64 mix, same floor) to get the same bytes. torchvision's `flow_to_image` is not
 used: it normalises a batch by the largest magnitude over the WHOLE batch (one image's colours would then depend
 on the other images in its batch) and uses another epsilon.
 
@@ -56,11 +56,12 @@ def flow_uv_to_colors(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
     Magnitudes above 1 (never produced by `flow_to_image`) are darkened by 0.75, as in RAFT.
     Every value is RAFT's own float32/float64 operation in RAFT's order, so the bytes are RAFT's
-    (tests/test_flow_encoding.py holds RAFT's loop verbatim and compares). Only the how differs, because this runs
+    (tests/flow/test_flow_encoding.py holds RAFT's loop verbatim and compares). Only the how differs, because this runs
     on the host for every frame: cv2.LUT instead of numpy's fancy indexing for the wheel look-ups, two reused
     float64 planes with in-place arithmetic instead of fresh temporaries (each a page-faulting allocation), and
     whole-plane operations instead of boolean-mask assignments (the rare magnitude > 1 pixels are patched after).
-    1.5x faster than RAFT's loop with glibc's default allocator, 2.2x with `hfan.perf.tune_malloc`.
+    Faster than RAFT's loop with glibc's default allocator, and more so with `hfan.perf.tune_malloc`
+    (docs/speed.md).
     """
     ncols = _COLORWHEEL.shape[0]
     rad = np.sqrt(np.square(u) + np.square(v))

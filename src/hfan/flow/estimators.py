@@ -6,8 +6,9 @@ frame to the second). `compute_batch` takes lists of pairs; RAFT runs them as on
 - `dis` (default): OpenCV's DIS optical flow, weight-free, works everywhere; presets ultrafast / fast / medium.
 - `farneback`: OpenCV's Farneback flow (the parameters of OpenCV's own sample, with a deeper pyramid).
 - `raft_small` / `raft_large`: torchvision's RAFT. HFAN's flow came from the original RAFT's `raft-things`
-  checkpoint (SPEC §6.1); torchvision's `C_T_V1` weights are that checkpoint ported (torchvision's weight
-  metadata: "ported from the original paper", recipe github.com/princeton-vl/RAFT), so it is our default.
+  checkpoint (docs/design.md#flow-images); torchvision's `C_T_V1` weights are that checkpoint ported
+  (torchvision's weight metadata: "ported from the original paper", recipe github.com/princeton-vl/RAFT), so it
+  is our default.
   `C_T_V2` (same data, retrained by torchvision, slightly lower error) and the other enum names are accepted, as
   is a local `.pth` state-dict file; `weights=None` gives random weights (tests, timing).
 """

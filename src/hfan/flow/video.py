@@ -1,4 +1,4 @@
-"""One flow per frame, the HFAN way (maintainer answer in the original's issue #7, SPEC §6.1).
+"""One flow per frame, the HFAN way (the maintainers' answer in the original's issue #7; docs/design.md#flow-images).
 
 Frame t gets the forward flow t -> t+1; the last frame, which has no successor, gets the backward flow
 t -> t-1. So N frames give N flows. A one-frame video has no motion to measure: it gets a zero flow (which the
@@ -13,7 +13,7 @@ from typing import TypeVar
 import numpy as np
 
 from hfan.flow.estimators import FlowEstimator
-from hfan.streaming import in_batches
+from hfan.streams import in_batches
 
 Key = TypeVar("Key")
 

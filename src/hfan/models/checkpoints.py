@@ -1,8 +1,8 @@
 """Checkpoints: the official released files, SegFormer's ImageNet MiT files, and our own format.
 
-Every load is strict (the original's mmcv loader is not, SPEC §9.21): any missing, unexpected or wrongly
-shaped key is an error naming the keys. The only keys ever dropped are the dead `decode_head.conv_seg.*`
-(SPEC §9.10) and an ImageNet file's classifier `head.*`.
+Every load is strict (the original's mmcv loader is not: docs/design.md#quirk-non-strict-loading): any missing,
+unexpected or wrongly shaped key is an error naming the keys. The only keys ever dropped are the dead `decode_head.conv_seg.*`
+(docs/design.md#quirk-dead-conv_seg) and an ImageNet file's classifier `head.*`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hfan.config import PRESETS, SELECT_METHODS, ModelConfig, apply_overrides, get_preset
+from hfan.files import atomic_path
+from hfan.presets import DEFAULT_MODEL, MODEL_PRESETS, default_weights_path, get_preset
+from hfan.config import ModelConfig, SELECT_METHODS, apply_overrides
 from hfan.models.mit import MIT_SETTINGS
 from hfan.models.segmentor import HFANSegmentor, build_model
 
@@ -22,9 +24,6 @@ OUR_BACKBONE_PREFIX = "backbone."
 DEAD_KEYS_PREFIX = "decode_head.conv_seg."
 FORMAT_NAME = "hfan-checkpoint"
 FORMAT_VERSION = 1
-# The model that ships inside the package (docs/default_model.md): `load_model("default")`.
-DEFAULT_MODEL = "default"
-DEFAULT_WEIGHTS_FILE = "hfan-default.pth"
 
 # The ablation files share the plain decoder's keys; their names say which fusion they were trained with.
 _FILENAME_METHODS = {"im": "im", "fw": "fw", "baseline": "base", "base": "base"}
@@ -107,8 +106,9 @@ def detect_config(state: dict[str, torch.Tensor], path: str | os.PathLike = "<ch
     embed_dim = state["decode_head.linear_c4.proj.weight"].shape[0]
     num_classes = state["decode_head.linear_pred.weight"].shape[0]
     method = _detect_select_method(state, path)
-    config = next((get_preset(n) for n, c in PRESETS.items()
-                   if c.backbone.name == backbone and c.decode_head.embed_dim == embed_dim), None)
+    config = next((get_preset(name) for name, record in MODEL_PRESETS.items() if not record.packaged
+                   and record.config.backbone.name == backbone and record.config.decode_head.embed_dim == embed_dim),
+                  None)
     if config is None:
         config = ModelConfig()
         config.backbone.name, config.decode_head.embed_dim = backbone, embed_dim
@@ -147,48 +147,42 @@ def _contradictions(asked: ModelConfig, found: ModelConfig, method_known: bool) 
     return [f"{field}: asked {a!r}, checkpoint has {b!r}" for field, a, b in pairs if a != b]
 
 
-def default_weights_path() -> Path:
-    """The default model's weights inside the installed package (hfan/weights/hfan-default.pth)."""
-    from importlib.resources import files
-
-    return Path(str(files("hfan").joinpath("weights", DEFAULT_WEIGHTS_FILE)))
-
-
 def model_card(path: str | os.PathLike) -> dict:
     """What a checkpoint of ours says about itself (name, training data, scores); {} when it says nothing."""
     card = read_checkpoint_file(path).get("model_card")
     return dict(card) if isinstance(card, dict) else {}
 
 
-def load_model(name_or_path: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
-               options: list[str] | tuple[str, ...] = (), device: str | torch.device = "cpu") -> HFANSegmentor:
-    """Build a model in eval mode, with weights when a checkpoint is given.
+def default_model_summary() -> str:
+    """One line on the packaged default model, for `hfan segment` without --checkpoint."""
+    path = default_weights_path()
+    card = model_card(path) if path.is_file() else {}
+    return (f"model: {card.get('name', 'hfan-default')}, the default model shipped with hfan "
+            f"({card.get('summary', 'MiT-b0, flow only, trained on synthetic composites')}); "
+            "the paper's accuracy needs the official weights: --checkpoint HFAN-s-converted.pth")
 
-    `name_or_path` is `"default"` (the trained model that ships with the package), a preset name
-    (`hfan-small`), or a checkpoint path (then `checkpoint` is not needed).
-    Our own files carry their configuration; for official files the configuration is detected from the keys,
-    and a preset or options that contradict the file are refused. `options` are dotted overrides.
+
+def load_model(checkpoint: str | os.PathLike, preset: str | None = None, options: list[str] | tuple[str, ...] = (),
+               device: str | torch.device = "cpu") -> HFANSegmentor:
+    """A model with the weights of `checkpoint`, loaded strictly, in eval mode on `device`.
+
+    `checkpoint` is a file (an official *-converted.pth, or one of ours) or `"default"`, the trained model that
+    ships with the package. Our files carry their configuration; for official files it is detected from the
+    keys. `preset` (e.g. hfan-small) and `options` (dotted overrides) say what is expected: a file that
+    contradicts them is refused. A preset name given as the checkpoint is an error: `build_model(preset)` gives
+    that model with random weights.
     """
-    preset = None
-    if name_or_path is not None and str(name_or_path) == DEFAULT_MODEL:
-        if checkpoint is not None:
-            raise ValueError('"default" names the packaged weights: give no checkpoint with it')
-        name_or_path = default_weights_path()
-        if not name_or_path.is_file():
+    if str(checkpoint) == DEFAULT_MODEL:
+        checkpoint = default_weights_path()
+        if not checkpoint.is_file():
             raise FileNotFoundError(f"the default model's weights are missing from this installation "
-                                    f"({name_or_path}); reinstall hfan, or pass a checkpoint")
-    if name_or_path is not None and str(name_or_path) in PRESETS:
-        preset = str(name_or_path)
-    elif name_or_path is not None:
-        if checkpoint is not None:
-            raise ValueError(f"{name_or_path!r} is not a preset ({', '.join(PRESETS)}); "
-                             "pass a preset name with checkpoint=, or a checkpoint path alone")
-        checkpoint = name_or_path
-    if checkpoint is None:
-        if preset is None:
-            raise ValueError(f"give a preset ({', '.join(PRESETS)}) or a checkpoint")
-        model = build_model(apply_overrides(get_preset(preset), options))
-        return model.eval().to(device)
+                                    f"({checkpoint}); reinstall hfan, or pass a checkpoint")
+    elif str(checkpoint) in MODEL_PRESETS and not Path(checkpoint).is_file():
+        raise ValueError(f"{str(checkpoint)!r} is a model preset, not a checkpoint: hfan.build_model("
+                         f"{str(checkpoint)!r}) gives it with random weights; load_model takes a checkpoint file "
+                         f"(or {DEFAULT_MODEL!r}, the packaged model)")
+    if preset is not None and preset not in MODEL_PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; valid presets: {', '.join(MODEL_PRESETS)}")
 
     data = read_checkpoint_file(checkpoint)
     state = official_to_ours(extract_state_dict(data, checkpoint))
@@ -225,8 +219,6 @@ def load_imagenet_backbone(model: HFANSegmentor, path: str | os.PathLike) -> Non
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: ModelConfig, **extra) -> Path:
     """Our format: the configuration inside, so `load_model(path)` needs nothing else. Written atomically."""
-    from hfan.data.io import atomic_path
-
     path = Path(path)
     module = model.module if hasattr(model, "module") else model
     payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": config.to_dict(),
@@ -243,8 +235,6 @@ def export_weights(source: str | os.PathLike, out: str | os.PathLike, half: bool
     validation scores the source records). Optimiser and RNG states are dropped. `options` are dotted overrides
     of the recorded config's test or flow settings (e.g. `test.temporal_mean=3`); settings that change the
     weights' shapes fail the strict load. Written atomically."""
-    from hfan.data.io import atomic_path
-
     data = read_checkpoint_file(source)
     if data.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{source} is not a checkpoint of ours (hfan train writes them): nothing to export")
@@ -263,6 +253,6 @@ def export_weights(source: str | os.PathLike, out: str | os.PathLike, half: bool
     return out
 
 
-__all__ = ["CheckpointError", "DEFAULT_MODEL", "SELECT_METHODS", "default_weights_path", "detect_config",
+__all__ = ["CheckpointError", "SELECT_METHODS", "detect_config",
            "export_weights", "extract_state_dict", "load_imagenet_backbone", "load_model", "load_state_dict_strict",
            "model_card", "official_to_ours", "ours_to_official", "read_checkpoint_file", "save_checkpoint"]

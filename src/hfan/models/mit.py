@@ -1,4 +1,4 @@
-"""Mix Transformer (MiT-b0 ... b5), the SegFormer encoder, as HFAN uses it (SPEC §2).
+"""Mix Transformer (MiT-b0 ... b5), the SegFormer encoder, as HFAN uses it (docs/design.md#mit-variants).
 
 Parameter names equal those of SegFormer's `mix_transformer.py` (and so of its ImageNet files and, under the
 prefix `backbone.backbone.`, of the official HFAN checkpoints). Differences from that file that do not change
@@ -22,7 +22,7 @@ class MiTSettings:
     mlp_ratios: tuple[int, int, int, int] = (4, 4, 4, 4)
 
 
-# SPEC §2.2 (the hard-coded mit_b* classes of SegFormer).
+# docs/design.md#mit-variants (the hard-coded mit_b* classes of SegFormer).
 MIT_SETTINGS: dict[str, MiTSettings] = {
     "mit_b0": MiTSettings((32, 64, 160, 256), (2, 2, 2, 2)),
     "mit_b1": MiTSettings((64, 128, 320, 512), (2, 2, 2, 2)),
@@ -32,7 +32,8 @@ MIT_SETTINGS: dict[str, MiTSettings] = {
     "mit_b5": MiTSettings((64, 128, 320, 512), (3, 6, 40, 3)),
 }
 
-# SPEC §2.2 / §9.22: blocks and stage-end norms use eps 1e-6; patch-embed and attention sr-norms keep 1e-5.
+# Blocks and stage-end norms use eps 1e-6; patch-embed and attention sr-norms keep 1e-5
+# (docs/design.md#quirk-layernorm-eps).
 BLOCK_NORM_EPS = 1e-6
 
 

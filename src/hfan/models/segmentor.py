@@ -1,12 +1,15 @@
 """The whole HFAN network: one shared encoder on [frames; flows], the HFAN head, 2-class logits at 1/4 size."""
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
-from hfan.config import ModelConfig, validate
-from hfan.models.heads import HFANHead
+from hfan.config import ModelConfig, apply_overrides, validate
+from hfan.models.decoder import HFANHead
 from hfan.models.mit import MIT_SETTINGS, build_mit
+from hfan.presets import get_preset
 
 TIMM_PREFIX = "timm:"
 
@@ -14,7 +17,8 @@ TIMM_PREFIX = "timm:"
 class TimmBackbone(nn.Module):
     """Any timm model with `features_only`, the four levels at strides 4, 8, 16, 32, returned NCHW.
 
-    Not part of the original (SPEC §2.3 leaves its Swin/ResNet variants unspecified); for ablations.
+    Not part of the original, whose Swin/ResNet variants are unspecified (docs/design.md#other-backbones): an
+    addition for ablations.
     """
 
     def __init__(self, name: str, drop_path_rate: float, img_size: int | None):
@@ -66,7 +70,7 @@ class HFANSegmentor(nn.Module):
                                     head.num_classes, head.dropout)
 
     def forward_features(self, frames: torch.Tensor, flows: torch.Tensor):
-        """One encoder pass on frames and flows stacked along the batch, frames first (SPEC §2.1).
+        """One encoder pass on frames and flows stacked along the batch, frames first (docs/design.md#shared-encoder).
 
         The `fw` and `im` heads read one half only: with the MiT encoder, which has no batch statistics (layer
         norms only), the other half is not computed (None per level) and the result is the same, at half the
@@ -89,19 +93,12 @@ class HFANSegmentor(nn.Module):
     def forward(self, frames: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
         return self.forward_head(*self.forward_features(frames, flows))
 
-    def predict(self, frame, flow, **predictor_options):
-        """One frame and its flow image (RGB uint8 HxWx3, numpy or tensor) -> hfan.inference.Prediction.
 
-        Runs the official test path of `self.config.test`; `predictor_options` go to hfan.inference.Predictor
-        (precision, max_batch, config, backend, compiled). For many frames, build one Predictor and pass lists.
-        """
-        from hfan.inference import Predictor  # inference builds on the model, not the other way round
-
-        def as_array(image):
-            return image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image
-
-        return Predictor(self, **predictor_options).predict([as_array(frame)], [as_array(flow)])[0]
-
-
-def build_model(config: ModelConfig) -> HFANSegmentor:
-    return HFANSegmentor(config)
+def build_model(config: ModelConfig | str, options: list[str] | tuple[str, ...] = ()) -> HFANSegmentor:
+    """A model with RANDOM weights: a ModelConfig, or a preset name (hfan-small, ...) with dotted `options`.
+    Weights come from `hfan.load_model(checkpoint)`."""
+    if isinstance(config, str):
+        config = get_preset(config)
+    elif options:
+        config = copy.deepcopy(config)
+    return HFANSegmentor(apply_overrides(config, options) if options else config)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from hfan.models.checkpoints import read_checkpoint_file, save_checkpoint
-from hfan.train.config import TrainConfig, model_config
+from hfan.config import TrainConfig
 
 LATEST = "latest.pth"
 RESUME_KEYS = ("train_config", "iteration", "optimizer", "scheduler", "scaler", "rng_states", "samples_per_step")
@@ -54,7 +54,7 @@ def save_training_checkpoint(work_dir: Path, model: torch.nn.Module, config: Tra
                              optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
                              rng_states: list[dict], samples_per_step: int) -> Path:
     """`iter_<N>.pth` (N = iterations done), written atomically, then `latest.pth` pointed at it."""
-    path = save_checkpoint(work_dir / checkpoint_name(iteration), model, model_config(config),
+    path = save_checkpoint(work_dir / checkpoint_name(iteration), model, config.model,
                            train_config=config.to_dict(), iteration=iteration,
                            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                            scaler=scaler.state_dict(), rng_states=rng_states, samples_per_step=samples_per_step)

@@ -11,7 +11,8 @@ from torch import nn
 
 # Rank 0 validates while the others wait at a barrier; the default timeout (10 min) is too short for that.
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=60)
-SYNC_BN_MODULE = "decode_head.linear_fuse.bn"  # SPEC §9.9: hard-coded SyncBN; every other BN is per GPU
+# The original hard-codes SyncBN here; every other BN is per GPU (docs/design.md#quirk-one-syncbatchnorm).
+SYNC_BN_MODULE = "decode_head.linear_fuse.bn"
 
 
 @dataclass(frozen=True)

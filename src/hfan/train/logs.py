@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hfan.data.datasets import write_text_atomically
+from hfan.files import write_text
 
 
 class CsvLog:
@@ -32,7 +32,7 @@ class CsvLog:
         writer = csv.DictWriter(text, self.columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-        write_text_atomically(self.path, text.getvalue())
+        write_text(self.path, text.getvalue())
 
     def write(self, iteration: int, values: dict[str, float]) -> None:
         self._writer.writerow({"iteration": iteration, **{k: f"{v:.6g}" for k, v in values.items()}})

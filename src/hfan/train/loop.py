@@ -1,4 +1,5 @@
-"""The training loop of both stages (SPEC §5), in the style of torchvision's references/: no trainer framework.
+"""The training loop of both stages (docs/design.md#training-stages), in the style of torchvision's references/:
+no trainer framework.
 
 One process per GPU under torchrun (or one process alone). Each optimiser step runs `grad_accum_steps`
 micro-batches of `data.batch_per_gpu` samples per rank; `hfan.train.sampler.TrainStream` decides the samples
@@ -20,23 +21,23 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from hfan.data.composites import CompositeTrainDataset, write_validation_videos
-from hfan.data.datasets import FlatTrainDataset
-from hfan.data.transforms import TrainTransform
-from hfan.inference import autocast_context
-from hfan.models.checkpoints import (extract_state_dict, load_imagenet_backbone, load_state_dict_strict,
-                                     official_to_ours, read_checkpoint_file, save_checkpoint)
+from hfan.datasets.composites import CompositeTrainDataset, write_validation_videos
+from hfan.datasets.train_dataset import FlatTrainDataset
+from hfan.datasets.transforms import TrainTransform
+from hfan.preprocess import autocast_context
+from hfan.models.checkpoints import (extract_state_dict, load_imagenet_backbone, load_state_dict_strict, official_to_ours, read_checkpoint_file, save_checkpoint)
 from hfan.models.segmentor import HFANSegmentor, build_model
 from hfan.train import distributed
 from hfan.train.checkpointing import (capture_rng_state, checkpoint_name, read_training_checkpoint,
                                       resolve_resume_path, restore_rng_state, save_training_checkpoint,
                                       saved_train_config)
-from hfan.train.config import TrainConfig, apply_train_overrides, get_train_preset, model_config
+from hfan.config import DAVIS_COLUMNS, TrainConfig, apply_overrides
+from hfan.presets import get_train_preset
 from hfan.train.distributed import Context
 from hfan.train.logs import TrainLog
 from hfan.train.optim import IterationLR, build_optimizer, build_scheduler
 from hfan.train.sampler import TrainStream
-from hfan.train.validate import SUMMARY_COLUMNS, evaluate_split, scored_samples
+from hfan.train.validate import evaluate_split, scored_samples
 
 DATA_REPORT = "data_problems.txt"
 BEST_CHECKPOINT = "best.pth"
@@ -44,8 +45,8 @@ COMPOSITE_VALIDATION = "composite_val"  # held-out composite videos, rendered on
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-    """mmseg CrossEntropyLoss as configured (SPEC §5): logits upsampled to the label size, softmax cross-entropy,
-    summed and divided by the number of ALL pixels (ignored ones included)."""
+    """mmseg CrossEntropyLoss as configured (docs/design.md#loss): logits upsampled to the label size, softmax
+    cross-entropy, summed and divided by the number of ALL pixels (ignored ones included)."""
     logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
     return F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum") / target.numel()
 
@@ -85,7 +86,7 @@ def build_dataset(config: TrainConfig, context: Context, work_dir: Path,
     their photos and shapes (cached after the first run)."""
     data = config.data
     if data.source == "composites":
-        flow = model_config(config).flow
+        flow = config.model.flow
         return CompositeTrainDataset(data.composites, config.seed, flow.camera_motion, flow.dis_preset,
                                      progress=progress)
     dataset = FlatTrainDataset(data.root, data.split, TrainTransform(data.augment), data.repeat, config.seed)
@@ -143,7 +144,7 @@ class _Trainer:
         if self.val_root is None and config.data.source == "composites":
             self.val_root = str(work_dir / COMPOSITE_VALIDATION)
             if context.is_main:
-                flow = model_config(config).flow
+                flow = config.model.flow
                 write_validation_videos(self.val_root, config.data.composites, config.seed, flow.camera_motion,
                                         flow.dis_preset, self.dataset.assets, config.data.val_split, self.progress)
             distributed.barrier(context)
@@ -151,7 +152,7 @@ class _Trainer:
             scored_samples(self.val_root, config.data.val_split)  # a broken validation split fails now
 
         resume = read_training_checkpoint(config.resume) if config.resume else None
-        self.model = build_model(model_config(config))  # after seeding: the random head is the seed's
+        self.model = build_model(config.model)  # after seeding: the random head is the seed's
         if resume is not None:
             load_weights(self.model, config.resume)
         elif config.load_from:
@@ -163,7 +164,7 @@ class _Trainer:
             distributed.sync_linear_fuse_bn(self.model)
         self.network: torch.nn.Module = self.model
         if context.distributed:
-            # Every parameter receives a gradient for all select_methods (tests/test_train_loop.py).
+            # Every parameter receives a gradient for all select_methods (tests/train/test_loop.py).
             self.network = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=False)
@@ -291,7 +292,7 @@ def _run(trainer: _Trainer, progress: bool) -> TrainResult:
     config, context = trainer.config, trainer.context
     log = None
     if context.is_main:
-        log = TrainLog(trainer.work_dir, [g["name"] for g in trainer.optimizer.param_groups], SUMMARY_COLUMNS,
+        log = TrainLog(trainer.work_dir, [g["name"] for g in trainer.optimizer.param_groups], DAVIS_COLUMNS,
                        trainer.iteration, config.tensorboard)
     bar = tqdm(total=config.iterations, initial=trainer.iteration, desc="training", unit="it",
                disable=not progress, dynamic_ncols=True)
@@ -348,7 +349,7 @@ def run_config(preset: str | None, options: list[str] | tuple[str, ...] = (), pr
         config = get_train_preset(preset)
         config.pretrained = pretrained or config.pretrained
         config.load_from = load_from or config.load_from
-    return apply_train_overrides(config, list(options))
+    return apply_overrides(config, list(options))
 
 
 def launch(preset: str | None, work_dir: str | os.PathLike, options: list[str] | tuple[str, ...] = (),

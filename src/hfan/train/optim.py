@@ -1,4 +1,4 @@
-"""AdamW with the original's param-wise rules, and its learning-rate schedule (SPEC §5).
+"""AdamW with the original's param-wise rules, and its learning-rate schedule (docs/design.md#optimiser-and-schedule).
 
 Re-written from mmcv 1.3.8 (DefaultOptimizerConstructor custom_keys, PolyLrUpdaterHook /
 FixedLrUpdaterHook with linear warm-up) because the exact matching rule and formulas are what must be kept.
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from hfan.train.config import OptimizerConfig, ParamRule, ScheduleConfig
+from hfan.config import OptimizerConfig, ParamRule, ScheduleConfig
 
 DEFAULT_GROUP = "default"
 

@@ -2,13 +2,11 @@
 DAVIS-2016 protocol (J and F per frame, first and last frame of every video skipped, statistics per video,
 then averaged over videos) using the project's evaluation code.
 
-The original's in-training `VOS` metric pools the frames of all videos instead (SPEC §8); we report the DAVIS
-protocol so that the numbers compare with `hfan eval davis` and the paper.
+The original's in-training `VOS` metric pools the frames of all videos instead (docs/design.md#in-training-metric);
+we report the DAVIS protocol so that the numbers compare with `hfan eval davis` and the paper.
 """
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +14,12 @@ import torch
 from tqdm import tqdm
 
 from hfan.config import InferenceConfig
-from hfan.data.datasets import read_class_ids, read_rgb
-from hfan.data.layouts import FlatLayout, Sample
-from hfan.inference import Predictor
-from hfan.train.config import SUMMARY_COLUMNS as COLUMNS
-
-SUMMARY_COLUMNS = list(COLUMNS)
+from hfan.datasets.davis import MIN_SCORED_SEQUENCE, scored_frames
+from hfan.datasets.layouts import FlatLayout, Sample
+from hfan.evaluation.davis import DavisResult, SequenceScores, f_measure, jaccard
+from hfan.evaluation.predict import predict_samples
+from hfan.inference.predictor import Predictor
+from hfan.io.images import read_class_ids
 
 
 def scored_samples(root: str | Path, split: str) -> dict[str, list[Sample]]:
@@ -29,26 +27,19 @@ def scored_samples(root: str | Path, split: str) -> dict[str, list[Sample]]:
     videos: dict[str, list[Sample]] = {}
     for sample in FlatLayout(root).samples(split, require_masks=True):
         videos.setdefault(sample.video, []).append(sample)
-    scored = {video: samples[1:-1] for video, samples in videos.items() if len(samples) > 2}
+    scored = {video: scored_frames(samples) for video, samples in videos.items()
+              if len(samples) >= MIN_SCORED_SEQUENCE}
     if not scored:
-        raise ValueError(f"{root} split {split!r} has no video with 3 or more frames to validate on")
+        raise ValueError(f"{root} split {split!r} has no video with {MIN_SCORED_SEQUENCE} or more frames to "
+                         "validate on")
     return scored
-
-
-def _chunks(items: list[Sample], size: int) -> Iterator[list[Sample]]:
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
 
 
 def predict_and_score(predictor: Predictor, samples: list[Sample], frames_per_batch: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame J and F of the predictions for `samples` (one video) against their 0/1 masks."""
-    from hfan.evaluation.davis import f_measure, jaccard
-
     j, f = [], []
-    for chunk in _chunks(samples, frames_per_batch):
-        predictions = predictor.predict([read_rgb(s.frame) for s in chunk], [read_rgb(s.flow) for s in chunk])
-        for sample, prediction in zip(chunk, predictions):
+    for batch in predict_samples(predictor, samples, frames_per_batch):
+        for sample, prediction in batch:
             truth = read_class_ids(sample.mask) == 1
             j.append(jaccard(truth, prediction.mask))
             f.append(f_measure(truth, prediction.mask))
@@ -61,10 +52,8 @@ def evaluate_split(model: torch.nn.Module, root: str | Path, split: str, inferen
 
     Leaves the model in eval mode (the caller puts a training model back into train mode).
     """
-    from hfan.evaluation.davis import DavisResult, SequenceScores
-
     videos = scored_samples(root, split)
-    predictor = Predictor(model, config=inference)
+    predictor = Predictor(model, config=inference, device=next(model.parameters()).device)
     scores = []
     for video, samples in tqdm(videos.items(), desc=f"validating on {Path(root).name}/{split}", unit="video",
                                disable=not progress, leave=False):

@@ -1,0 +1,1 @@
+"""Files in and out: videos and frame folders (video.py), images and masks (images.py)."""

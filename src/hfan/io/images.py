@@ -1,0 +1,158 @@
+"""The project's one set of image, mask and overlay readers and writers.
+
+Reading: frames and flow images with Pillow, which raises on a truncated file where OpenCV returns a half-grey
+image. Its JPEG decoding is libjpeg-turbo's, as OpenCV's (the original's mmcv loader) is: the same pixels on
+DAVIS (tests/io/test_io.py checks that). Masks: `read_mask` (any non-zero pixel is foreground), `read_class_ids`
+(the training layout's 0/1 ids), `read_gray` (8-bit saliency maps).
+
+Writing goes through `hfan.files.atomic_path`: a file with its final name is always complete.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from hfan.files import atomic_path
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+JPEG_QUALITY = 95  # HFAN's own flow and frame JPEGs use IJG quality 95, 4:2:0 (their quantisation tables)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{path}: not a readable image ({error})") from None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """RGB uint8 HxWx3; a missing, corrupt or truncated file is one error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{path}: not a readable image ({error})") from None
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPE = 25  # byte offset of the colour type in the IHDR chunk that every PNG starts with
+_PNG_PALETTE = 3
+_PNG_WITH_ALPHA = (4, 6)
+
+
+def open_image(path: Path) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from error
+    return image
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A mask PNG as a bool array: 0/1, 0/255, soft 8-bit or palette images; any non-zero pixel is foreground.
+
+    Palette images are read as their indices (index 0 is background), never through their colours.
+    Colour images count a pixel as foreground when any colour channel is non-zero (alpha is ignored).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    data = path.read_bytes()
+    colour_type = data[_PNG_COLOUR_TYPE] if data[:8] == _PNG_SIGNATURE and len(data) > _PNG_COLOUR_TYPE else None
+    if colour_type is not None and colour_type != _PNG_PALETTE:
+        # OpenCV decodes PNG faster than Pillow (docs/speed.md); Pillow keeps the palette case (indices, not
+        # colours).
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise ValueError(f"cannot read {path}: not a valid PNG")
+        has_alpha = colour_type in _PNG_WITH_ALPHA
+    else:
+        image = open_image(path)
+        array, has_alpha = np.asarray(image), image.mode in ("RGBA", "LA", "PA")
+    if array.ndim == 2:
+        return array != 0
+    colours = array[..., :-1] if has_alpha else array
+    return colours.any(axis=2)
+
+
+def read_class_ids(path: Path, ignore_index: int = 255) -> np.ndarray:
+    """Class-id mask, uint8 (H, W), values 0/1 (ignore_index allowed)."""
+    try:
+        with Image.open(path) as image:
+            mask = np.array(image)
+    except OSError as error:
+        raise ValueError(f"cannot read mask {path}: {error}") from None
+    if mask.ndim != 2:
+        raise ValueError(f"mask {path} has shape {mask.shape}; expected one channel of class ids 0/1")
+    mask = mask.astype(np.uint8)
+    if mask.max() > 1:
+        values = set(np.unique(mask).tolist())
+        if values - {0, 1, ignore_index}:
+            raise ValueError(f"mask {path} holds values {sorted(values)}; expected class ids 0/1 "
+                             f"({ignore_index} = ignore)")
+        if 1 not in values:
+            # 0/255 annotations (DAVIS `Annotations`) would silently train on 'ignore' instead of foreground
+            raise ValueError(f"mask {path} holds only 0 and {ignore_index}: it looks like a 0/255 annotation; "
+                             f"the flat layout wants 0/1 masks (write them with `hfan prepare`)")
+    return mask
+
+
+def read_gray(path: str | Path) -> np.ndarray:
+    """An 8-bit saliency map as uint8; colour maps give their first (red) channel, as the MATLAB toolbox does."""
+    image = open_image(Path(path))
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"{path} has {array.dtype} pixels ({image.mode}): expected an 8-bit saliency map")
+    return array[..., 0] if array.ndim == 3 else array
+
+
+def write_image(path: str | Path, image: np.ndarray, jpeg_quality: int = JPEG_QUALITY) -> None:
+    """RGB HxWx3 or grey HxW uint8 image; the format comes from the extension."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise ValueError(f"{path}: expected a uint8 HxW or HxWx3 image, got {image.dtype} {image.shape}")
+    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    is_jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
+    with atomic_path(path) as temp:
+        if not cv2.imwrite(str(temp), pixels, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if is_jpeg else []):
+            raise ValueError(f"{path}: OpenCV could not write this image format")
+
+
+def write_mask(path: str | Path, mask: np.ndarray, foreground_value: int = 1) -> None:
+    """Single-channel PNG: 0 background, `foreground_value` foreground (1: the training layout's class ids,
+    255: DAVIS Annotations / VSOD results)."""
+    if foreground_value not in (1, 255):
+        raise ValueError(f"foreground_value must be 1 or 255, got {foreground_value}")
+    if Path(path).suffix.lower() != ".png":
+        raise ValueError(f"{path}: masks are written as .png (a lossy format would change the labels)")
+    write_image(path, np.asarray(mask).astype(bool).astype(np.uint8) * np.uint8(foreground_value))
+
+
+def overlay_mask(frame: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 0, 0),
+                 alpha: float = 0.5) -> np.ndarray:
+    """The frame with the mask's pixels tinted: (1 - alpha) * frame + alpha * color there, untouched elsewhere."""
+    mask = np.asarray(mask).astype(bool)
+    if mask.shape != frame.shape[:2]:
+        raise ValueError(f"mask {mask.shape} and frame {frame.shape[:2]} differ in size")
+    out = frame.copy()
+    tinted = (1 - alpha) * frame[mask].astype(np.float32) + alpha * np.asarray(color, np.float32)
+    out[mask] = np.clip(np.rint(tinted), 0, 255).astype(np.uint8)
+    return out
+
+
+def write_overlay(path: str | Path, frame: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 0, 0),
+                  alpha: float = 0.5) -> None:
+    write_image(path, overlay_mask(frame, mask, color, alpha))
+
+
+def probability_to_uint8(probability: np.ndarray) -> np.ndarray:
+    """8-bit saliency map for VSOD evaluation: round(255 p)."""
+    return np.clip(np.rint(probability * 255.0), 0, 255).astype(np.uint8)

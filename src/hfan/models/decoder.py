@@ -1,0 +1,90 @@
+"""The HFAN decode head (docs/design.md#decode-head): the per-level fusion of hfan.models.fusion, then the
+SegFormer MLP decoder.
+
+Module and attribute names follow the original (`hfan_vos.py`) so that official checkpoints load by name.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hfan.config import SELECT_METHODS
+from hfan.models.fusion import FeatureAdaptation, FeatureAlignment, HFANBlock
+
+# select_method -> (prefix of the per-level modules in the state dict, module class or None)
+FUSION_MODULES = {
+    "im": (None, None),
+    "fw": (None, None),
+    "base": (None, None),
+    "fam": ("fam", FeatureAlignment),
+    "fat": ("fat", FeatureAdaptation),
+    "hfan": ("hfan", HFANBlock),
+}
+
+
+class MLP(nn.Module):
+    """SegFormer's per-level linear embedding: (B,C,H,W) -> (B,E,H,W) through a Linear on the tokens."""
+
+    def __init__(self, input_dim: int, embed_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(input_dim, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        return self.proj(x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(batch, -1, height, width)
+
+
+class LinearFuse(nn.Module):
+    """1x1 conv without bias, (Sync)BN, ReLU; the names `conv`/`bn` are those of the checkpoints."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x)))
+
+
+class HFANHead(nn.Module):
+    """Fuse (image, flow) features per level as `select_method` says, then decode to 2-class logits at 1/4."""
+
+    def __init__(self, in_channels: tuple[int, ...], embed_dim: int, select_method: str = "hfan",
+                 num_classes: int = 2, dropout: float = 0.1):
+        super().__init__()
+        if select_method not in SELECT_METHODS:
+            raise ValueError(f"unknown select_method {select_method!r}; valid: {', '.join(SELECT_METHODS)}")
+        self.select_method = select_method
+        prefix, fusion_class = FUSION_MODULES[select_method]
+        self.fusion_names = []
+        if fusion_class is not None:
+            for level, channels in enumerate(in_channels, start=1):
+                setattr(self, f"{prefix}{level}", fusion_class(channels))
+                self.fusion_names.append(f"{prefix}{level}")
+        for level, channels in enumerate(in_channels, start=1):
+            setattr(self, f"linear_c{level}", MLP(channels, embed_dim))
+        self.linear_fuse = LinearFuse(embed_dim * len(in_channels), embed_dim)
+        self.dropout = nn.Dropout2d(dropout)
+        self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
+
+    def fuse(self, level: int, image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        if self.select_method == "im":
+            return image
+        if self.select_method == "fw":
+            return flow
+        if self.select_method == "base":
+            return image + flow
+        return getattr(self, self.fusion_names[level])(image, flow)
+
+    def forward(self, image_feats: list[torch.Tensor], flow_feats: list[torch.Tensor]) -> torch.Tensor:
+        fused = [self.fuse(level, image, flow) for level, (image, flow) in enumerate(zip(image_feats, flow_feats))]
+        size = fused[0].shape[2:]
+        embedded = []
+        for level in reversed(range(len(fused))):  # concat order c4, c3, c2, c1 (docs/design.md#decode-head)
+            x = getattr(self, f"linear_c{level + 1}")(fused[level])
+            if level > 0:
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            embedded.append(x)
+        x = self.linear_fuse(torch.cat(embedded, dim=1))
+        return self.linear_pred(self.dropout(x))

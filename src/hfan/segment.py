@@ -1,0 +1,219 @@
+"""From a video to masks: wires frames, flow, the model's flow settings, a Predictor and writing together.
+
+`segment_video` streams any video through flow estimation and the model, yielding per-frame results lazily;
+`segment_to_folder` writes them (masks, overlay video, probability maps) in the `SegmentOutput` layout. The
+paper's test on a prepared dataset is `hfan.evaluation.predict.infer_dataset`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hfan.config import FlowConfig
+from hfan.datasets.layouts import SegmentOutput
+from hfan.flow import build_flow_estimator, video_flows
+from hfan.flow.estimators import FlowEstimator
+from hfan.flow.model_input import ScaledFlowEstimator, flow_image_for_model
+from hfan.inference.predictor import Predictor
+from hfan.io.images import overlay_mask, probability_to_uint8, write_image, write_mask
+from hfan.io.video import VideoWriter, open_frames
+from hfan.streams import Timings, in_batches, prefetched, timed
+
+@dataclass
+class FrameResult:
+    index: int
+    frame: np.ndarray  # RGB uint8 HxWx3
+    flow_image: np.ndarray  # RGB uint8 HxWx3, the colour-coded flow the model saw
+    probability: np.ndarray  # float32 HxW, foreground probability
+    mask: np.ndarray  # bool HxW
+
+
+def _prefetches(predictor: Predictor, prefetch: bool | None) -> bool:
+    """The prefetch default of segment_video and segment_to_folder: on when the model runs on a GPU."""
+    return predictor.device.type != "cpu" if prefetch is None else prefetch
+
+
+def model_flow_config(model: torch.nn.Module | Predictor) -> FlowConfig:
+    """The flow settings a model was trained with (its config's `flow`; raw flow for models without one)."""
+    network = model.model if isinstance(model, Predictor) else model
+    config = getattr(network, "config", None)
+    return getattr(config, "flow", None) or FlowConfig()
+
+
+def build_model_flow(flow_config: FlowConfig, method: str | None = None,
+                     flow_options: dict | None = None) -> FlowEstimator:
+    """The estimator of `flow_config` (or of `method`), at the config's scale. DIS takes the config's preset
+    unless `flow_options` names one."""
+    method = method or flow_config.method
+    options = dict(flow_options or {})
+    if method == "dis":
+        options.setdefault("preset", flow_config.dis_preset)
+    estimator = build_flow_estimator(method, **options)
+    return ScaledFlowEstimator(estimator, flow_config.scale) if flow_config.scale < 1 else estimator
+
+
+def segment_video(source: str | os.PathLike | Iterable[np.ndarray], model: torch.nn.Module | Predictor,
+                  flow: str | FlowEstimator | None = None, batch_size: int = 4, flow_options: dict | None = None,
+                  timings: Timings | None = None, prefetch: bool | None = None) -> Iterator[FrameResult]:
+    """Segment every frame of a video file, a frame folder, or an iterable of RGB uint8 frames, lazily.
+
+    The flow is made as the model's `flow` config says (estimator, DIS preset, scale, camera-motion removal):
+    `flow` (a method name or an estimator) replaces only the estimator.
+
+    Flow follows HFAN's convention (forward flow, backward for the last frame; a one-frame video gets a zero
+    flow, drawn white). Memory is bounded by a few batches of `batch_size` frames whatever the video's length.
+    With `prefetch`, decoding, flow and its colour encoding for the next batches run in a background thread while
+    the model works on this one; the results are the same either way. Default (None): prefetch when the model
+    runs on a GPU. On a CPU the thread competes with torch's threads for the same cores, so it brings no gain to
+    rely on there (docs/speed.md).
+    """
+    predictor = model if isinstance(model, Predictor) else Predictor(model, frames_per_batch=batch_size)
+    flow_config = model_flow_config(predictor)
+    if not isinstance(flow, FlowEstimator) and (flow or flow_config.method).startswith("raft"):
+        flow_options = {"device": predictor.device, **(flow_options or {})}  # RAFT beside the model
+    estimator = flow if isinstance(flow, FlowEstimator) else build_model_flow(flow_config, flow, flow_options)
+    timings = timings if timings is not None else Timings()
+    frames = open_frames(source) if isinstance(source, (str, os.PathLike)) else source
+
+    def flows_timed() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        pairs = iter(video_flows(timed(frames, timings, "decode"), estimator))
+        while True:
+            start, decoded_before = time.perf_counter(), timings.seconds["decode"]
+            try:
+                pair = next(pairs)
+            except StopIteration:
+                return
+            # video_flows pulls frames (timed as decode) while it estimates flow: count only the rest as flow.
+            timings.seconds["flow"] += time.perf_counter() - start - (timings.seconds["decode"] - decoded_before)
+            yield pair
+
+    def encoded_batches() -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+        # The colour encoding (the colours HFAN was trained on) costs the host more per frame than a GPU needs for
+        # the model (docs/speed.md): the frames of a batch are encoded in parallel threads.
+        with ThreadPoolExecutor(max_workers=min(batch_size, os.cpu_count() or 1)) as pool:
+            for batch in in_batches(flows_timed(), batch_size):
+                start = time.perf_counter()
+                flow_images = list(pool.map(
+                    lambda pair: flow_image_for_model(pair[1], flow_config.camera_motion,
+                                                      (pair[0].shape[1], pair[0].shape[0])), batch))
+                timings.add("encode", start)
+                yield [(frame, flow_image) for (frame, _), flow_image in zip(batch, flow_images)]
+
+    batches = prefetched(encoded_batches()) if _prefetches(predictor, prefetch) else encoded_batches()
+
+    def predicted() -> Iterator[FrameResult]:
+        index = 0
+        for batch in batches:
+            start = time.perf_counter()
+            predictions = predictor.predict([frame for frame, _ in batch], [flow_image for _, flow_image in batch])
+            timings.add("model", start)
+            for (frame, flow_image), prediction in zip(batch, predictions):
+                timings.frames += 1
+                yield FrameResult(index, frame, flow_image, prediction.probability, prediction.mask)
+                index += 1
+
+    try:
+        yield from mean_over_time(predicted(), predictor.config.temporal_mean)
+    finally:
+        batches.close()  # both are generators: stops the prefetching thread, or the encoding pool
+
+
+def _centred_mean(window: deque[FrameResult], centre: int, radius: int) -> FrameResult:
+    members = [result for result in window if abs(result.index - centre) <= radius]
+    probability = np.mean([result.probability for result in members], axis=0, dtype=np.float32)
+    [result] = [result for result in members if result.index == centre]
+    return dataclasses.replace(result, probability=probability, mask=probability > 0.5)
+
+
+def mean_over_time(results: Iterable[FrameResult], radius: int) -> Iterator[FrameResult]:
+    """`test.temporal_mean`: each frame's probability averaged with those of `radius` frames on each side (fewer
+    at the ends of the video), the mask that mean > 0.5. Holds 2 x radius + 1 results; 0 passes them through."""
+    if radius <= 0:
+        yield from results
+        return
+    window: deque[FrameResult] = deque()
+    last = -1
+    for result in results:
+        window.append(result)
+        last = result.index
+        centre = last - radius
+        if centre >= 0:
+            yield _centred_mean(window, centre, radius)
+            while window[0].index < centre + 1 - radius:
+                window.popleft()
+    for centre in range(max(last - radius + 1, 0), last + 1):
+        yield _centred_mean(window, centre, radius)
+
+
+def segment_to_folder(source: str | os.PathLike, out: str | os.PathLike, model: torch.nn.Module | Predictor,
+                      flow: str | FlowEstimator | None = None, flow_options: dict | None = None, batch_size: int = 4,
+                      overlay: bool = True, save_probabilities: bool = False, save_flow: bool = False,
+                      progress: bool = True, prefetch: bool | None = None) -> Timings:
+    """`hfan segment`: masks (0/255 PNG) in <out>/masks, <out>/overlay.mp4 at the source frame rate,
+    optionally 8-bit probabilities in <out>/probabilities and flow images in <out>/flow.
+
+    With `prefetch` (default: when the model runs on a GPU) the next frames are prepared ahead (see
+    `segment_video`) and the files are written by a background thread, in order, so that the GPU does not
+    wait for the host.
+    """
+    wall_start = time.perf_counter()
+    predictor = model if isinstance(model, Predictor) else Predictor(model, frames_per_batch=batch_size)
+    prefetch = _prefetches(predictor, prefetch)
+    video = open_frames(source)
+    layout = SegmentOutput(out)
+    timings = Timings()
+    fps = video.fps or 25.0
+    writer = VideoWriter(layout.overlay_path, fps) if overlay else None
+
+    def write(result: FrameResult) -> None:
+        start = time.perf_counter()
+        write_mask(layout.mask_path(result.index), result.mask, foreground_value=255)
+        if save_probabilities:
+            write_image(layout.probability_path(result.index), probability_to_uint8(result.probability))
+        if save_flow:
+            write_image(layout.flow_path(result.index), result.flow_image)
+        if writer is not None:
+            writer.write(overlay_mask(result.frame, result.mask))
+        timings.add("write", start)
+
+    results = segment_video(video, predictor, flow, batch_size, flow_options, timings, prefetch)
+    # One writing thread keeps the overlay's frames in order; at most two batches wait for it.
+    writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hfan-write") if prefetch else None
+    pending: deque[Future] = deque()
+    try:
+        for result in tqdm(results, total=video.frame_count, unit="frame", disable=not progress,
+                           desc=Path(source).name):
+            if writing is None:
+                write(result)
+                continue
+            pending.append(writing.submit(write, result))
+            while len(pending) > 2 * batch_size or (pending and pending[0].done()):
+                pending.popleft().result()  # raises a failed write here
+        while pending:
+            pending.popleft().result()
+    except BaseException:
+        results.close()  # stops the prefetching thread before the partial video is removed
+        if writing is not None:
+            writing.shutdown(cancel_futures=True)
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        if writing is not None:
+            writing.shutdown()
+    if writer is not None:
+        start = time.perf_counter()
+        writer.close()
+        timings.add("write", start)
+    timings.wall_seconds = time.perf_counter() - wall_start
+    return timings

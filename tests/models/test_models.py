@@ -1,0 +1,155 @@
+"""The model against the original code's outputs, the official key lists, and the loader's errors."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from helpers.shared import shared_path
+from hfan.config import SELECT_METHODS, apply_overrides
+from hfan.presets import get_preset
+from hfan.inference.predictor import Predictor
+from hfan.models import build_model
+from hfan.models.checkpoints import CheckpointError, load_model, official_to_ours, ours_to_official
+
+REFERENCE = "fixtures/hfan_reference_b0"
+
+
+def _official_state_for(method: str) -> dict[str, torch.Tensor]:
+    """The fixture's hfan state dict mapped to one select_method exactly as its README says."""
+    state = torch.load(shared_path(f"{REFERENCE}/state_dict_b0.pt"), weights_only=True)["state_dict"]
+    mapped = {}
+    for key, value in state.items():
+        match = re.match(r"decode_head\.hfan(\d)\.(\w+)\.", key)
+        if match is None:
+            mapped[key] = value
+        elif method == "hfan":
+            mapped[key] = value
+        elif method == "fam" and match.group(2) in ("poc", "object_pred"):
+            mapped[key.replace(".hfan", ".fam")] = value
+        elif method == "fat" and match.group(2) in ("ca_layers", "pa_layers"):
+            mapped[key.replace(".hfan", ".fat")] = value
+    return mapped
+
+
+@pytest.fixture(scope="module")
+def reference_inputs():
+    return torch.load(shared_path(f"{REFERENCE}/inputs.pt"), weights_only=True)
+
+
+# The official ablation files are named im-/fw-/baseline-/FAM-/FAT-converted.pth.
+FILE_NAMES = {"im": "im-converted.pth", "fw": "fw-converted.pth", "base": "baseline-converted.pth",
+              "fam": "FAM-converted.pth", "fat": "FAT-converted.pth", "hfan": "HFAN-b0-converted.pth"}
+
+
+@pytest.mark.parametrize("method", SELECT_METHODS)
+def test_matches_the_original_code(method, reference_inputs, tmp_path):
+    path = tmp_path / FILE_NAMES[method]
+    torch.save({"meta": {"note": "mmcv layout"}, "state_dict": _official_state_for(method)}, path)
+    model = load_model(path)  # preset and select_method detected from the keys / official file name
+    assert model.config.backbone.name == "mit_b0"
+    assert model.config.decode_head.select_method == method
+    expected = torch.load(shared_path(f"{REFERENCE}/outputs_b0_{method}.pt"), weights_only=True)
+    with torch.no_grad():
+        logits = model(reference_inputs["frame"], reference_inputs["flow"])
+    assert (logits - expected["decode_logits"]).abs().max().item() <= 1e-4
+    # The full test path: one 512x512 window, logits to 512x512, softmax, argmax.
+    probs = Predictor(model).logits(reference_inputs["frame"], reference_inputs["flow"]).softmax(1)
+    agreement = (probs.argmax(1).to(torch.uint8) == expected["seg_pred"]).float().mean().item()
+    assert agreement >= 0.9999
+
+
+def test_backbone_features_match(reference_inputs):
+    model = build_model(get_preset("hfan-b0")).eval()
+    model.load_state_dict(official_to_ours(_official_state_for("hfan")))
+    expected = torch.load(shared_path(f"{REFERENCE}/features_b0.pt"), weights_only=True)["backbone_out"]
+    with torch.no_grad():
+        image_feats, flow_feats = model.forward_features(reference_inputs["frame"], reference_inputs["flow"])
+    for ours_image, ours_flow, theirs in zip(image_feats, flow_feats, expected):
+        assert (ours_image - theirs[:1]).abs().max().item() <= 1e-4  # row 0 = frame
+        assert (ours_flow - theirs[1:]).abs().max().item() <= 1e-4  # row 1 = flow
+
+
+def _read_key_list(path) -> dict[str, dict[str, tuple]]:
+    """{section: {key: shape}}; sections are `## select_method=...` headers (the whole file is one section)."""
+    sections, current = {}, "hfan"
+    for line in path.read_text().splitlines():
+        if line.startswith("## select_method="):
+            current = line.split("=", 1)[1].strip()
+            continue
+        if not line or line.startswith("#"):
+            continue
+        key, shape = line.split("\t")[:2]
+        sections.setdefault(current, {})[key] = tuple(int(x) for x in re.findall(r"\d+", shape))
+    return sections
+
+
+def _expected_official_keys(config) -> dict[str, tuple]:
+    state = ours_to_official(build_model(config).state_dict())
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+@pytest.mark.parametrize("preset, listing", [("hfan-small", "hfan_small_state_dict.tsv"),
+                                             ("hfan-medium", "hfan_medium_state_dict.tsv")])
+def test_state_dict_keys_equal_the_official_lists(preset, listing):
+    official = _read_key_list(shared_path(f"fixtures/state_dict_keys/{listing}"))["hfan"]
+    official = {k: v for k, v in official.items() if not k.startswith("decode_head.conv_seg.")}
+    assert _expected_official_keys(get_preset(preset)) == official
+
+
+def test_ablation_head_keys_equal_the_official_lists():
+    sections = _read_key_list(shared_path("fixtures/state_dict_keys/hfan_variant_head_keys.tsv"))
+    assert {"im", "base", "fam", "fat"} <= set(sections)
+    for method, keys in sections.items():
+        official = {k: v for k, v in keys.items() if not k.startswith("decode_head.conv_seg.")}
+        config = apply_overrides(get_preset("hfan-small"), [f"decode_head.select_method={method}"])
+        ours = {k: v for k, v in _expected_official_keys(config).items() if k.startswith("decode_head.")}
+        assert ours == official, method
+
+
+@pytest.mark.parametrize("preset, expected", [("hfan-small", 14_594_508 - 258), ("hfan-medium", 28_264_908 - 258),
+                                              ("hfan-large", 48_140_748 - 258)])
+def test_parameter_counts_equal_spec(preset, expected):
+    # SPEC §3.4 counts include the 258 parameters of the dead conv_seg, which we do not build.
+    assert sum(p.numel() for p in build_model(get_preset(preset)).parameters()) == expected
+
+
+def test_unknown_select_method_lists_the_valid_ones():
+    config = get_preset("hfan-b0")
+    config.decode_head.select_method = "xyz"
+    with pytest.raises(ValueError, match="im, fw, base, fam, fat, hfan"):
+        build_model(config)
+
+
+def test_forward_shapes_dtype_and_determinism():
+    model = build_model(get_preset("hfan-b0")).eval()
+    frames, flows = torch.randn(2, 3, 64, 96), torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        first, second = model(frames, flows), model(frames, flows)
+        single = model(frames[1:], flows[1:])
+    assert first.shape == (2, 2, 16, 24) and first.dtype == torch.float32
+    assert torch.equal(first, second)
+    assert torch.allclose(first[1:], single, atol=1e-5)  # no cross-sample operation in eval mode
+
+
+def test_drop_path_only_in_training():
+    model = build_model(get_preset("hfan-b0"))
+    frames, flows = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    model.train()
+    torch.manual_seed(1)
+    a = model(frames, flows)
+    torch.manual_seed(2)
+    b = model(frames, flows)
+    assert not torch.allclose(a, b)
+    a.sum().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters()), "every parameter takes part"
+
+
+def test_timm_backbone_builds_and_runs():
+    pytest.importorskip("timm")
+    config = apply_overrides(get_preset("hfan-b0"), ["backbone.name=timm:resnet18"])
+    model = build_model(config).eval()
+    assert model.backbone.embed_dims == (64, 128, 256, 512)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)).shape == (1, 2, 16, 16)
