@@ -118,7 +118,7 @@ def _add_model_arguments(parser, default_model: str | None) -> None:
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--precision", default=None, choices=PRECISIONS,
                         help="default: fp16 autocast on CUDA (as the official test), fp32 on CPU")
-    parser.add_argument("--batch-size", type=int, default=4, help="frames per forward (default 4)")
+    parser.add_argument("--batch-size", type=_count(1), default=4, help="frames per forward (default 4)")
     speed = parser.add_argument_group("speed (same outputs as the plain path)")
     speed.add_argument("--compile", action="store_true",
                        help="torch.compile the model (CPU: inductor with freezing, minutes of compile; CUDA: CUDA "
@@ -130,24 +130,48 @@ def _add_model_arguments(parser, default_model: str | None) -> None:
                             "process keeps its peak memory)")
 
 
-def _load_predictor(args, checkpoint, preset):
-    from hfan.inference.predictor import load_predictor
+def _predictor_options(args) -> dict:
+    return dict(device=args.device, precision=args.precision, backend=args.backend, compiled=args.compile,
+                aug_test=args.aug_test, whole_image=args.fast, tune_allocator=not args.no_malloc_tuning)
 
-    return load_predictor(checkpoint, preset=preset, options=args.options, device=args.device,
-                          precision=args.precision, frames_per_batch=args.batch_size, backend=args.backend,
-                          compiled=args.compile, aug_test=args.aug_test, whole_image=args.fast,
-                          tune_allocator=not args.no_malloc_tuning)
+
+def _count(minimum: int):
+    """An argparse type: an integer of at least `minimum`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
 
 
 def _add_segment(subparsers) -> None:
+    from hfan.config import FLOW_METHODS
+
     parser = subparsers.add_parser("segment", help="a video file or frame folder -> masks and an overlay video")
-    parser.add_argument("input", help="video file (mp4, avi, mov, mkv) or folder of frames")
+    parser.add_argument("input", help="video file (any container FFmpeg reads: mp4, avi, mov, mkv, webm, ...) or "
+                                      "folder of frames")
     parser.add_argument("--out", default=None, help="output folder (default: <input name>_hfan next to it)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the outputs of another run in --out (a rerun of the same job replaces its own)")
     _add_model_arguments(parser, None)
-    parser.add_argument("--flow", default=None,
-                        help="dis, farneback, raft_small, raft_large (default: the model's own, dis for the default "
-                             "model and the official checkpoints)")
+    parser.add_argument("--flow", default=None, choices=FLOW_METHODS,
+                        help="the flow estimator (default: the model's own, dis for the default model and the "
+                             "official checkpoints)")
     parser.add_argument("--raft-weights", default=None, help="local RAFT weights file (torchvision state dict)")
+    frames = parser.add_argument_group("frames")
+    frames.add_argument("--start", type=_count(0), default=0, help="first frame to segment (default: 0)")
+    frames.add_argument("--end", type=_count(1), default=None, help="stop before this frame (default: the last)")
+    frames.add_argument("--stride", type=_count(1), default=1, help="every n-th frame (default: 1)")
+    frames.add_argument("--fps", type=float, default=None,
+                        help="frame rate of the overlay for a frame folder (default: 25), or to override a video's")
+    frames.add_argument("--allow-partial", action="store_true",
+                        help="segment the frames before the break of a truncated or damaged video (default: refuse)")
     parser.add_argument("--save-probabilities", action="store_true", help="also 8-bit foreground probability PNGs")
     parser.add_argument("--save-flow", action="store_true", help="also the colour-coded flow images")
     parser.add_argument("--no-overlay", action="store_true", help="no overlay video")
@@ -155,20 +179,19 @@ def _add_segment(subparsers) -> None:
 
 
 def _run_segment(args) -> int:
-    from hfan.datasets.layouts import SegmentOutput
     from hfan.models.checkpoints import default_model_summary
     from hfan.presets import DEFAULT_MODEL, segment_weights
-    from hfan.segment import segment_to_folder
+    from hfan.segment import FrameRange, segment_file
 
     checkpoint, preset = segment_weights(args.model, args.checkpoint)
     if checkpoint == DEFAULT_MODEL:
         print(default_model_summary())
-    predictor = _load_predictor(args, checkpoint, preset)
-    out = args.out or SegmentOutput.default_root(args.input)
-    timings = segment_to_folder(args.input, out, predictor, args.flow,
-                                flow_options={"weights": args.raft_weights} if args.raft_weights else None,
-                                batch_size=args.batch_size, overlay=not args.no_overlay,
-                                save_probabilities=args.save_probabilities, save_flow=args.save_flow)
+    out, timings = segment_file(
+        args.input, args.out, checkpoint, preset, args.options, args.flow,
+        flow_options={"weights": args.raft_weights} if args.raft_weights else None, batch_size=args.batch_size,
+        frames=FrameRange(args.start, args.end, args.stride), fps=args.fps, allow_partial=args.allow_partial,
+        overwrite=args.overwrite, overlay=not args.no_overlay, save_probabilities=args.save_probabilities,
+        save_flow=args.save_flow, **_predictor_options(args))
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in timings.seconds.items())
     print(f"{timings.frames} frames -> {out} in {timings.wall_seconds:.1f} s "
           f"({timings.frames_per_second:.2f} frames/s; "
@@ -183,25 +206,29 @@ def _add_infer(subparsers) -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--out", required=True, help="masks go to OUT/<video>/<frame>.png (0/255)")
     parser.add_argument("--save-probabilities", action="store_true", help="also OUT-prob/<video>/<frame>.png (8-bit)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace masks in --out made with other weights or options (default: refuse; masks of "
+                             "the same job are kept and the run resumes)")
     parser.add_argument("--eval", action="store_true", help="evaluate the masks (DAVIS J/F) against --gt")
     parser.add_argument("--gt", default=None, help="ground truth <seq>/<frame>.png or a DAVIS root (for --eval)")
     parser.set_defaults(func=_run_infer)
 
 
 def _run_infer(args) -> int:
-    from hfan.evaluation.predict import distributed_rank, infer_dataset, wait_for_shards
+    from hfan.evaluation.predict import distributed_rank, infer_checkpoint, wait_for_shards
     from hfan.evaluation.report import report
 
     if args.checkpoint is None:
-        raise ValueError("give --checkpoint FILE (and optionally --model PRESET)")
+        raise ValueError("give --checkpoint FILE (and optionally --model PRESET): hfan infer never runs random "
+                         "weights")
     if args.eval and args.gt is None:
         raise ValueError("--eval needs --gt: ground-truth <seq>/<frame>.png folders or a DAVIS root")
+    result = infer_checkpoint(args.checkpoint, args.data, args.split, args.out, args.model, args.options,
+                              args.batch_size, args.save_probabilities, args.overwrite, **_predictor_options(args))
+    speed = (f"; model {result.model_fps:.2f} frames/s, wall clock {result.wall_fps:.2f} frames/s"
+             if result.frames_done else ": nothing left to do")
+    print(f"{result.frames_done} frames written, {result.frames_skipped} already complete{speed}")
     rank, world_size = distributed_rank()
-    predictor = _load_predictor(args, args.checkpoint, args.model)
-    result = infer_dataset(predictor, args.data, args.split, args.out, args.batch_size, args.save_probabilities,
-                           rank=rank, world_size=world_size)
-    print(f"{result.frames_done} frames written, {result.frames_skipped} already complete; "
-          f"model {result.model_fps:.2f} frames/s, wall clock {result.wall_fps:.2f} frames/s")
     if args.eval:
         wait_for_shards(world_size)  # every shard's masks are written before rank 0 scores them
         if rank == 0:
@@ -232,7 +259,7 @@ def _add_eval(subparsers) -> None:
                          help="evaluate only the sequences the prediction folder holds")
         sub.add_argument("--names", nargs="+", metavar="NAME", help="method names for --pred (default: folder names)")
         sub.add_argument("--out", metavar="DIR", help="folder for the CSV/JSON/PNG files (default: <first pred>-eval)")
-        sub.add_argument("--workers", type=int, default=None,
+        sub.add_argument("--workers", type=_count(1), default=None,
                          help="processes scoring sequences in parallel (default: one per CPU)")
         if kind == "davis":
             sub.add_argument("--no-plot", action="store_true", help="do not draw the per-sequence J&F chart")
@@ -257,8 +284,9 @@ def _add_flow_arguments(parser, workers: bool) -> None:
     group.add_argument("--raft-weights", default=RAFT_DEFAULT_WEIGHTS,
                        help="a torchvision weight name (C_T_V1 = the original raft-things, C_T_V2, ...) or a "
                             f"local .pth file (default: {RAFT_DEFAULT_WEIGHTS})")
-    group.add_argument("--raft-iters", type=int, default=RAFT_DEFAULT_UPDATES, help="RAFT refinement iterations")
-    group.add_argument("--flow-batch-size", type=int, default=4, help="RAFT frame pairs per batch")
+    group.add_argument("--raft-iters", type=_count(1), default=RAFT_DEFAULT_UPDATES,
+                       help=f"RAFT refinement iterations (default {RAFT_DEFAULT_UPDATES})")
+    group.add_argument("--flow-batch-size", type=_count(1), default=4, help="RAFT frame pairs per batch (default 4)")
     group.add_argument("--device", default=None, help="RAFT device (default: cuda when available, else cpu)")
     group.add_argument("--save-raw-flow", action="store_true",
                        help="also keep the raw flow as float16 .npy under flow_raw/")
@@ -269,7 +297,7 @@ def _add_flow_arguments(parser, workers: bool) -> None:
                        help="leave glibc's allocator at its defaults (tuned by default: RAFT on the CPU runs faster, "
                             "the process keeps its peak memory)")
     if workers:
-        group.add_argument("--workers", type=int, default=1,
+        group.add_argument("--workers", type=_count(1), default=1,
                            help="parallel processes over videos (dis, farneback)")
 
 
@@ -335,22 +363,37 @@ SUBCOMMANDS = [_add_info, _add_segment, _add_prepare, _add_infer, _add_eval, _ad
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import version
+
     parser = argparse.ArgumentParser(prog="hfan", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"hfan {version('hfan')}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(subparsers)
     return parser
 
 
+def _one_line_warnings(message, category, filename, lineno, file=None, line=None) -> str:
+    return f"hfan: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warnings
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        # Every file under its final name is complete (hfan.files); prepare and infer skip them on a rerun.
+        print(f"\nhfan {args.command}: interrupted; the files written so far are complete: rerun the same "
+              "command to resume (prepare, infer, train --resume) or to redo it (segment)", file=sys.stderr)
+        return 130
     except (FileNotFoundError, ValueError) as error:
         # Bad input ends in one clear message, not a traceback.
         print(f"hfan {args.command}: error: {error}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    except OSError as error:  # permissions, a full disk, a vanished folder: the path and the reason
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"hfan {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2

@@ -2,10 +2,12 @@
 
 Every writer writes a temporary name in the destination folder (same extension, so that an encoder chosen by
 extension is chosen right; a leading dot hides it from dataset listings) and renames it over the destination.
-An interrupted run leaves only such temporary names, which `remove_temp_files` recognises and deletes.
+An interrupted run leaves only such temporary names, which `remove_temp_files` recognises and deletes. A write
+that fails for want of disk space removes its temporary file and is one error naming the folder.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -40,15 +42,33 @@ def remove_temp_files(folder: Path) -> int:
     return len(stale)
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space_error(path: Path, error: OSError) -> ValueError:
+    """The one message for a write that ran out of disk space (or quota)."""
+    quota = " (disk quota exceeded)" if error.errno == errno.EDQUOT else ""
+    return ValueError(f"cannot write {path}: no space left on {path.parent}{quota}: free space and rerun")
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces `path`, on any error it is removed."""
+    """Yield a temporary path to write; on success it replaces `path`, on any error it is removed.
+
+    A full disk (an OSError with errno ENOSPC or EDQUOT, from the writing inside `with` or from the rename) is a
+    ValueError naming the folder: "no space left on <folder>: free space and rerun".
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield temp
         os.replace(temp, path)
+    except OSError as error:
+        temp.unlink(missing_ok=True)
+        if error.errno in _NO_SPACE:
+            raise no_space_error(path, error) from error
+        raise
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -72,3 +92,27 @@ def save_array(path: str | Path, array: np.ndarray) -> None:
     """`.npy` file written atomically."""
     with atomic_path(path) as temp:
         np.save(temp, array)
+
+
+def check_output_folder(path: str | Path, what: str = "--out") -> Path:
+    """A folder that outputs can be written into (it may not exist yet): an existing file, or a place without
+    write permission, is a ValueError naming `what` and the path, raised before any work starts."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} is a file: give a folder for the outputs")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path}: cannot write into {existing} (permission denied); choose another folder")
+    return path
+
+
+def check_output_file(path: str | Path, what: str = "--out") -> Path:
+    """A file that can be written (it may exist: it is replaced): a folder, or a place without write permission,
+    is a ValueError naming `what` and the path."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder: give a file name")
+    check_output_folder(path.parent, what)
+    return path

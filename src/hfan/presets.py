@@ -106,9 +106,13 @@ def segment_weights(model: str | None, checkpoint: str | os.PathLike | None) -> 
     what it should hold); else the packaged default model (`model` None or "default"), or the cached weights of
     the preset `model` (`find_checkpoint`)."""
     if checkpoint is not None:
+        if model not in (None, DEFAULT_MODEL) and model not in MODEL_PRESETS:
+            raise ValueError(f"--model {model}: not a preset; valid: {', '.join(MODEL_PRESETS)}")
         return checkpoint, None if model in (None, DEFAULT_MODEL) else model
     if model in (None, DEFAULT_MODEL):
         return DEFAULT_MODEL, None
+    if model not in MODEL_PRESETS:
+        raise ValueError(f"--model {model}: not a preset; valid: {DEFAULT_MODEL}, {', '.join(MODEL_PRESETS)}")
     return find_checkpoint(model), model
 
 

@@ -7,7 +7,11 @@ paper's test on a prepared dataset is `hfan.evaluation.predict.infer_dataset`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import itertools
+import json
 import os
+import shutil
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -19,14 +23,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hfan.config import FlowConfig
-from hfan.datasets.layouts import SegmentOutput
+from hfan.config import FLOW_METHODS, FlowConfig
+from hfan.datasets.layouts import SegmentOutput, frame_name
+from hfan.files import check_output_folder, is_temp_path, write_json
 from hfan.flow import build_flow_estimator, video_flows
 from hfan.flow.estimators import FlowEstimator
 from hfan.flow.model_input import ScaledFlowEstimator, flow_image_for_model
 from hfan.inference.predictor import Predictor
 from hfan.io.images import overlay_mask, probability_to_uint8, write_image, write_mask
-from hfan.io.video import VideoWriter, open_frames
+from hfan.io.video import FrameSource, VideoWriter, open_frames
 from hfan.streams import Timings, in_batches, prefetched, timed
 
 @dataclass
@@ -155,44 +160,113 @@ def mean_over_time(results: Iterable[FrameResult], radius: int) -> Iterator[Fram
         yield _centred_mean(window, centre, radius)
 
 
-def segment_to_folder(source: str | os.PathLike, out: str | os.PathLike, model: torch.nn.Module | Predictor,
-                      flow: str | FlowEstimator | None = None, flow_options: dict | None = None, batch_size: int = 4,
-                      overlay: bool = True, save_probabilities: bool = False, save_flow: bool = False,
-                      progress: bool = True, prefetch: bool | None = None) -> Timings:
-    """`hfan segment`: masks (0/255 PNG) in <out>/masks, <out>/overlay.mp4 at the source frame rate,
-    optionally 8-bit probabilities in <out>/probabilities and flow images in <out>/flow.
+@dataclass(frozen=True)
+class FrameRange:
+    """Which frames of a video to segment: `start` to `end` (exclusive, None: to the end), every `stride`-th. The
+    selected frames are segmented as a video of their own (flow between consecutive selected frames)."""
 
-    With `prefetch` (default: when the model runs on a GPU) the next frames are prepared ahead (see
-    `segment_video`) and the files are written by a background thread, in order, so that the GPU does not
-    wait for the host.
+    start: int = 0
+    end: int | None = None
+    stride: int = 1
+
+    def __post_init__(self):
+        if self.start < 0 or self.stride < 1 or (self.end is not None and self.end <= self.start):
+            raise ValueError(f"frame range: need 0 <= --start < --end and --stride >= 1, got start {self.start}, "
+                             f"end {self.end}, stride {self.stride}")
+
+    def original_index(self, position: int) -> int:
+        return self.start + position * self.stride
+
+    def count(self, frames: int | None) -> int | None:
+        if frames is None:
+            return None
+        end = frames if self.end is None else min(self.end, frames)
+        return max(0, -(-(end - self.start) // self.stride))
+
+
+def select_frames(video: FrameSource, frames: FrameRange) -> tuple[Iterable[np.ndarray], int | None]:
+    """The selected frames (a frame folder reads only those files) and how many there are, if known."""
+    if frames == FrameRange():
+        return video, video.frame_count
+    if video.frame_paths is not None:
+        paths = video.frame_paths[frames.start:frames.end:frames.stride]
+        return dataclasses.replace(video, frame_paths=paths, frame_count=len(paths)), len(paths)
+    return itertools.islice(video, frames.start, frames.end, frames.stride), frames.count(video.frame_count)
+
+
+def frame_names(video: FrameSource, frames: FrameRange = FrameRange()):
+    """The output name of the frame at each position: a frame folder's file stems (img_99.jpg -> img_99), else
+    the frame's number in the video (00012)."""
+    if video.frame_paths is not None:
+        return lambda position: video.frame_paths[frames.original_index(position)].stem
+    return lambda position: frame_name(frames.original_index(position), "")
+
+
+def check_segment_output(out: str | os.PathLike, record: dict | None = None, overwrite: bool = False) -> SegmentOutput:
+    """Make `out` ready for new outputs, so that they never mix with a previous run's. A folder that holds
+    outputs is cleared when `overwrite` is set or when its record equals `record` (the same job again);
+    otherwise it is refused with a ValueError that says what differs."""
+    layout = SegmentOutput(check_output_folder(out))
+    for leftover in [p for p in layout.existing() if is_temp_path(p)]:  # of a killed run: never complete
+        leftover.unlink()
+    existing = layout.existing()
+    if not existing:
+        return layout
+    previous = json.loads(layout.record_path.read_text()) if layout.record_path.is_file() else None
+    if not overwrite and (record is None or previous != record):
+        if previous is None:
+            what = f"holds outputs ({', '.join(p.name for p in existing[:4])}) of an unknown run"
+        else:
+            changed = sorted(k for k in {*previous, *(record or {})} if previous.get(k) != (record or {}).get(k))
+            what = f"holds the output of another run (different {', '.join(changed)})"
+        raise ValueError(f"{layout.root} {what}: pass --overwrite to replace it, or give another --out")
+    for path in existing:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return layout
+
+
+def segment_to_folder(source: str | os.PathLike | FrameSource, out: str | os.PathLike,
+                      model: torch.nn.Module | Predictor, flow: str | FlowEstimator | None = None,
+                      flow_options: dict | None = None, batch_size: int = 4, overlay: bool = True,
+                      save_probabilities: bool = False, save_flow: bool = False, progress: bool = True,
+                      prefetch: bool | None = None, frames: FrameRange = FrameRange(), overwrite: bool = False,
+                      record: dict | None = None) -> Timings:
+    """`hfan segment`: masks (0/255 PNG) in <out>/masks, <out>/overlay.mp4 at the source frame rate,
+    optionally 8-bit probabilities in <out>/probabilities and flow images in <out>/flow (hfan.datasets.layouts).
+
+    Outputs never mix with an earlier run's: `check_segment_output(out, record, overwrite)` first; `record` (what
+    made the outputs) is written last, as <out>/hfan-segment.json. With `prefetch` (default: when the model runs
+    on a GPU) the next frames are prepared ahead (see `segment_video`) and the files are written by a background
+    thread, in order, so that the GPU does not wait for the host.
     """
     wall_start = time.perf_counter()
     predictor = model if isinstance(model, Predictor) else Predictor(model, frames_per_batch=batch_size)
     prefetch = _prefetches(predictor, prefetch)
-    video = open_frames(source)
-    layout = SegmentOutput(out)
+    video = source if isinstance(source, FrameSource) else open_frames(source)
+    layout = check_segment_output(out, record, overwrite)
+    selected, total = select_frames(video, frames)
+    name = frame_names(video, frames)
     timings = Timings()
-    fps = video.fps or 25.0
+    fps = (video.fps or 25.0) / frames.stride
     writer = VideoWriter(layout.overlay_path, fps) if overlay else None
 
     def write(result: FrameResult) -> None:
         start = time.perf_counter()
-        write_mask(layout.mask_path(result.index), result.mask, foreground_value=255)
+        write_mask(layout.mask_path(name(result.index)), result.mask, foreground_value=255)
         if save_probabilities:
-            write_image(layout.probability_path(result.index), probability_to_uint8(result.probability))
+            write_image(layout.probability_path(name(result.index)), probability_to_uint8(result.probability))
         if save_flow:
-            write_image(layout.flow_path(result.index), result.flow_image)
+            write_image(layout.flow_path(name(result.index)), result.flow_image)
         if writer is not None:
             writer.write(overlay_mask(result.frame, result.mask))
         timings.add("write", start)
 
-    results = segment_video(video, predictor, flow, batch_size, flow_options, timings, prefetch)
+    results = segment_video(selected, predictor, flow, batch_size, flow_options, timings, prefetch)
     # One writing thread keeps the overlay's frames in order; at most two batches wait for it.
     writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hfan-write") if prefetch else None
     pending: deque[Future] = deque()
     try:
-        for result in tqdm(results, total=video.frame_count, unit="frame", disable=not progress,
-                           desc=Path(source).name):
+        for result in tqdm(results, total=total, unit="frame", disable=not progress, desc=video.path.name):
             if writing is None:
                 write(result)
                 continue
@@ -215,5 +289,55 @@ def segment_to_folder(source: str | os.PathLike, out: str | os.PathLike, model: 
         start = time.perf_counter()
         writer.close()
         timings.add("write", start)
+    if timings.frames == 0:
+        raise ValueError(f"{video.path}: no frame in the range asked for (--start {frames.start}, --end "
+                         f"{frames.end}, --stride {frames.stride})")
+    if record is not None:
+        write_json(layout.record_path, record)
     timings.wall_seconds = time.perf_counter() - wall_start
     return timings
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def segment_file(source: str | os.PathLike, out: str | os.PathLike | None = None, checkpoint: str | os.PathLike = "default",
+                 preset: str | None = None, options: list[str] | tuple[str, ...] = (), flow: str | None = None,
+                 flow_options: dict | None = None, batch_size: int = 4, frames: FrameRange = FrameRange(),
+                 fps: float | None = None, allow_partial: bool = False, overwrite: bool = False,
+                 overlay: bool = True, save_probabilities: bool = False, save_flow: bool = False,
+                 progress: bool = True, **predictor_options) -> tuple[Path, Timings]:
+    """`hfan segment` as one call: every input is checked (the video, the output folder and its previous
+    contents, the weights file, the device) BEFORE the model loads; then `segment_to_folder`. Returns the output
+    folder (default `<input>_hfan` next to the input) and the timings. `predictor_options` go to
+    `hfan.inference.predictor.load_predictor` (device, precision, backend, compiled, aug_test, whole_image,
+    tune_allocator)."""
+    from hfan.inference.predictor import check_device, load_predictor
+    from hfan.presets import DEFAULT_MODEL, default_weights_path
+
+    if flow is not None and flow not in FLOW_METHODS:
+        raise ValueError(f"--flow {flow}: unknown flow method; valid: {', '.join(FLOW_METHODS)}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: give at least 1 frame per forward")
+    video = open_frames(source, fps=fps, allow_partial=allow_partial)
+    out = Path(out) if out is not None else SegmentOutput.default_root(video.path)
+    weights = default_weights_path() if str(checkpoint) == DEFAULT_MODEL else Path(checkpoint)
+    if not weights.is_file():
+        raise FileNotFoundError(f"checkpoint {weights} does not exist")
+    if predictor_options.get("device") is not None:
+        check_device(predictor_options["device"])
+    record = {"input": str(video.path.resolve()), "input_frames": video.frame_count,
+              "frames": dataclasses.asdict(frames), "weights": str(weights), "weights_sha256": file_digest(weights),
+              "preset": preset, "options": list(options), "flow": flow,
+              "test": {k: predictor_options.get(k, False) for k in ("aug_test", "whole_image")}}
+    check_segment_output(out, record, overwrite)  # refuses before the model loads
+    predictor = load_predictor(checkpoint, preset=preset, options=options, frames_per_batch=batch_size,
+                               **predictor_options)
+    timings = segment_to_folder(video, out, predictor, flow, flow_options, batch_size, overlay, save_probabilities,
+                                save_flow, progress, frames=frames, overwrite=True, record=record)
+    return out, timings

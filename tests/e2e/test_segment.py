@@ -101,7 +101,7 @@ def test_prefetched_folder_output_equals_the_plain_one_and_a_failed_write_leaves
     assert all(np.array_equal(a, b) for a, b in zip(*overlays)), "the overlay's frames stay in order"
 
     def failing_write(path, *args, **kwargs):
-        if path.name == "00003.png":
+        if path.name == "003.png":  # masks of a frame folder are named after its frames (003.png)
             raise OSError(f"{path}: no space left on device")
         return original_write(path, *args, **kwargs)
 
@@ -155,7 +155,7 @@ def test_frame_folder_odd_size_and_one_frame_video(checkpoint, tmp_path):
     write_image(single / "only.jpg", _frames(1, 50, 70)[0])
     assert main(["segment", str(single), "--out", str(tmp_path / "b"), "--checkpoint", str(checkpoint),
                  "--save-flow", "--options", *SMALL]) == 0
-    flow_image = read_image(tmp_path / "b" / "flow" / "00000.jpg")
+    flow_image = read_image(tmp_path / "b" / "flow" / "only.jpg")  # named after the input frame
     assert flow_image.min() >= 250, "a one-frame video gets a zero flow, drawn white"
     assert sum(1 for _ in open_frames(tmp_path / "b" / "overlay.mp4")) == 1
 
@@ -163,11 +163,12 @@ def test_frame_folder_odd_size_and_one_frame_video(checkpoint, tmp_path):
 def test_bad_inputs_give_one_clear_error(checkpoint, tmp_path, capsys, monkeypatch):
     (tmp_path / "broken.mp4").write_bytes(b"\x00" * 1000)
     (tmp_path / "empty").mkdir()
+    write_image(tmp_path / "one" / "0.jpg", _frames(1, 32, 32)[0])
     cases = [
         (["segment", str(tmp_path / "broken.mp4"), "--checkpoint", str(checkpoint)], "broken.mp4"),
         (["segment", str(tmp_path / "empty"), "--checkpoint", str(checkpoint)], "holds no frames"),
         (["segment", str(tmp_path / "nothing.mp4"), "--checkpoint", str(checkpoint)], "nothing.mp4 does not exist"),
-        (["segment", str(tmp_path / "empty"), "--checkpoint", str(tmp_path / "absent.pth")], "absent.pth does not exist"),
+        (["segment", str(tmp_path / "one"), "--checkpoint", str(tmp_path / "absent.pth")], "absent.pth does not exist"),
     ]
     for argv, message in cases:
         assert main(argv) == 2

@@ -161,12 +161,16 @@ def test_load_predictor_tunes_malloc_only_when_asked(malloc_calls, b0_checkpoint
 def test_cli_inference_tunes_malloc_unless_told_not_to(malloc_calls, b0_checkpoint, monkeypatch, tmp_path):
     from hfan import segment
     from hfan.cli import main
+    from hfan.io.images import write_image
     from hfan.streams import Timings
 
     built = []
     monkeypatch.setattr(segment, "segment_to_folder",
                         lambda source, out, predictor, *args, **kwargs: built.append(predictor) or Timings())
-    base = ["segment", str(tmp_path / "video.mp4"), "--checkpoint", str(b0_checkpoint), "--backend", "onnx"]
+    clip = tmp_path / "clip"
+    for index in range(2):
+        write_image(clip / f"{index}.jpg", np.full((32, 48, 3), 40 * index, np.uint8))
+    base = ["segment", str(clip), "--checkpoint", str(b0_checkpoint), "--backend", "onnx"]
     assert main(base) == 0
     assert malloc_calls == [True] and built[0].backend == "onnx"
     assert built[0].max_batch == 8, "the CPU's best window batch (benchmarks/model_speed.py)"

@@ -2,11 +2,15 @@
 batch and precision (hfan.inference.predictor.default_device / default_max_batch)."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
 from hfan import Predictor, build_model, get_preset, load_model, save_checkpoint
 from hfan.cli import main
+from hfan.io.images import write_image
 from hfan.evaluation.predict import InferReport
 from hfan.inference.predictor import default_device, default_max_batch, load_predictor
 from hfan.streams import Timings
@@ -38,9 +42,12 @@ def test_hfan_segment_builds_the_predictor_python_builds(checkpoint, monkeypatch
         return Timings()
 
     monkeypatch.setattr(segment, "segment_to_folder", capture)
-    assert main(["segment", str(tmp_path / "clip.mp4"), "--checkpoint", str(checkpoint)]) == 0
+    clip = tmp_path / "clip"
+    for index in range(2):
+        write_image(clip / f"{index}.jpg", np.full((32, 48, 3), 40 * index, np.uint8))
+    assert main(["segment", str(clip), "--checkpoint", str(checkpoint)]) == 0
     [(source, out, predictor)] = built
-    assert (source, str(out)) == (str(tmp_path / "clip.mp4"), str(tmp_path / "clip_hfan"))
+    assert (source.path, Path(out)) == (clip, (tmp_path / "clip_hfan").resolve())
     in_python = Predictor(load_model(checkpoint))
     assert _policy(predictor) == _policy(in_python)
     assert predictor.config == in_python.config and predictor.model.config == in_python.model.config

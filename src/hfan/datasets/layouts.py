@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from hfan.files import is_temp_path
+
 FRAME_DIR, FLOW_DIR, MASK_DIR = "frame", "flow", "mask"
 FRAME_SUFFIX, FLOW_SUFFIX, MASK_SUFFIX = ".jpg", ".jpg", ".png"
 # Ours, not the original's: the raw flow (float16 HxWx2 .npy) kept by `hfan prepare --save-raw-flow`.
@@ -50,9 +52,12 @@ class PredictionLayout:
 
 @dataclass(frozen=True)
 class SegmentOutput:
-    """What `hfan segment` writes into its output folder."""
+    """What `hfan segment` writes into its output folder; frames are named `name` (`00012`, or the stem of the
+    input frame file for a frame folder)."""
 
     root: Path
+    RECORD = "hfan-segment.json"  # what made the outputs: input, weights, options
+    FOLDERS = ("masks", "probabilities", "flow")
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
@@ -60,21 +65,32 @@ class SegmentOutput:
     @staticmethod
     def default_root(source: str | Path) -> Path:
         """`<input name>_hfan` next to the input video or frame folder."""
-        source = Path(source)
+        source = Path(source).resolve()
         return source.with_name(source.stem + "_hfan")
 
     @property
     def overlay_path(self) -> Path:
         return self.root / "overlay.mp4"
 
-    def mask_path(self, index: int) -> Path:
-        return self.root / "masks" / frame_name(index)
+    @property
+    def record_path(self) -> Path:
+        return self.root / self.RECORD
 
-    def probability_path(self, index: int) -> Path:
-        return self.root / "probabilities" / frame_name(index)
+    def mask_path(self, name: str) -> Path:
+        return self.root / "masks" / f"{name}.png"
 
-    def flow_path(self, index: int) -> Path:
-        return self.root / "flow" / frame_name(index, ".jpg")
+    def probability_path(self, name: str) -> Path:
+        return self.root / "probabilities" / f"{name}.png"
+
+    def flow_path(self, name: str) -> Path:
+        return self.root / "flow" / f"{name}.jpg"
+
+    def existing(self) -> list[Path]:
+        """The outputs (and temporary files of interrupted writers) already in the folder."""
+        if not self.root.is_dir():
+            return []
+        names = {*self.FOLDERS, self.overlay_path.name, self.RECORD}
+        return sorted(p for p in self.root.iterdir() if p.name in names or is_temp_path(p))
 
 
 def flat_stem(video: str, index: int) -> str:

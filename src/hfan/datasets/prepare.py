@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from hfan.files import copy_file, remove_temp_files, save_array, write_json
+from hfan.files import check_output_folder, copy_file, remove_temp_files, save_array, write_json
 from hfan.io.video import list_frame_files, open_frames
 from hfan.io.images import read_image, read_mask, write_image, write_mask
 from hfan.datasets.davis import DAVIS_RESOLUTION, davis_sequences
@@ -141,7 +141,7 @@ def _is_complete(out: Path, job: VideoJob, settings: FlowSettings) -> dict | Non
         record = read_record(out, job.split, job.video)
     except (FileNotFoundError, ValueError):
         return None
-    if record.get("flow") != settings.record():
+    if record.get("flow") != settings.record() or record.get("source_identity") != _source_identity(job):
         return None
     if job.flow_frames and record.get("indices") != [s.index for s in job.samples]:
         return None
@@ -149,6 +149,25 @@ def _is_complete(out: Path, job: VideoJob, settings: FlowSettings) -> dict | Non
            _outputs(out, job.split, job.video, i, record.get("masks", False), settings.save_raw)):
         return record
     return None
+
+
+def _source_identity(job: VideoJob) -> list:
+    """Size and modification time of the source video, or of every frame file read: another video under the
+    same (sanitised) name is not taken for a complete one."""
+    files = job.flow_frames or (job.source,)
+    ends = [Path(f) for f in (files[0], files[-1])]
+    return [len(files)] + [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in ends]
+
+
+def _remove_previous(out: Path, job: VideoJob) -> None:
+    try:
+        record = read_record(out, job.split, job.video)
+    except (FileNotFoundError, ValueError):
+        return
+    for index in record.get("indices", []):
+        for path in _outputs(out, job.split, job.video, index, masks=True, raw=True):
+            path.unlink(missing_ok=True)
+    record_path(out, job.split, job.video).unlink(missing_ok=True)
 
 
 _WORKER_ESTIMATORS: dict[FlowSettings, FlowEstimator] = {}
@@ -195,6 +214,7 @@ def prepare_job(job: VideoJob, out: Path, settings: FlowSettings,
     record = _is_complete(out, job, settings)
     if record is not None:
         return len(record["indices"]), True
+    _remove_previous(out, job)  # another video, or other settings, under this name: none of its files stay
     estimator = (get_estimator or _cached_estimator)(settings)
     layout = FlatLayout(out)
     indices = []
@@ -222,8 +242,8 @@ def prepare_job(job: VideoJob, out: Path, settings: FlowSettings,
                 on_frame()
     has_masks = any(s.mask_file is not None for s in job.samples)
     write_json(record_path(out, job.split, job.video),
-               {"source": str(job.source), "indices": indices, "masks": has_masks, "flow": settings.record(),
-                "fps": job.fps, "size": list(size)})
+               {"source": str(job.source), "source_identity": _source_identity(job), "indices": indices,
+                "masks": has_masks, "flow": settings.record(), "fps": job.fps, "size": list(size)})
     return len(indices), False
 
 
@@ -239,7 +259,7 @@ def _init_worker() -> None:
 
 def run_jobs(jobs: list[VideoJob], out: str | Path, settings: FlowSettings, workers: int = 1,
              description: str = "prepare") -> PrepareReport:
-    out = Path(out)
+    out = check_output_folder(out)
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     if workers > 1 and settings.name.startswith("raft"):
@@ -360,7 +380,8 @@ def prepare_youtube_vos(root: str | Path, out: str | Path, flow: FlowSettings = 
 def safe_video_name(text: str) -> str:
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
     if not name:
-        raise ValueError(f"cannot make a video name from {text!r}; pass one")
+        raise ValueError(f"cannot make a video name of ASCII letters, digits, '_', '.' and '-' from {text!r}; "
+                         "give one with --name")
     return name
 
 

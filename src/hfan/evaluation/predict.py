@@ -6,17 +6,20 @@ each batch's predictions; `infer_dataset` is the paper's test on a prepared data
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from hfan.datasets.layouts import FlatLayout, PredictionLayout, Sample
-from hfan.files import remove_temp_files
+from hfan.files import check_output_folder, remove_temp_files, write_json
 from hfan.inference.predictor import Prediction, Predictor
 from hfan.io.images import probability_to_uint8, read_image, write_image, write_mask
 from hfan.streams import Timings, prefetched
@@ -79,17 +82,59 @@ class InferReport:
         return self.frames_done / self.wall_seconds if self.wall_seconds else float("nan")
 
 
+INFER_RECORD = "hfan-infer.json"  # in the output folder: what made its masks
+
+
+def infer_record(checkpoint: str | os.PathLike, preset: str | None, options: list[str] | tuple[str, ...],
+                 data_root: str | os.PathLike, split: str, **test_flags) -> dict:
+    """What decides the masks of `hfan infer`: the weights (by digest), the options and test flags, the data."""
+    from hfan.segment import file_digest
+
+    weights = Path(checkpoint)
+    if not weights.is_file():
+        raise FileNotFoundError(f"checkpoint {weights} does not exist")
+    return {"weights": str(weights), "weights_sha256": file_digest(weights), "preset": preset,
+            "options": list(options), "test": dict(sorted(test_flags.items())),
+            "data": str(Path(data_root).resolve()), "split": split}
+
+
+def check_infer_output(out: str | os.PathLike, record: dict, overwrite: bool = False) -> None:
+    """`out` may resume only the same job: masks made by other weights, options or data are refused (ValueError
+    saying what differs) unless `overwrite`, which removes them. Called before the model loads."""
+    layout = PredictionLayout(check_output_folder(out))
+    path = layout.root / INFER_RECORD
+    previous = json.loads(path.read_text()) if path.is_file() else None
+    holds_masks = layout.root.is_dir() and any(p.is_dir() for p in layout.root.iterdir())
+    if previous == record or not (holds_masks or previous is not None):
+        return
+    if not overwrite:
+        if previous is None:
+            raise ValueError(f"{layout.root} already holds masks of an unknown run: pass --overwrite to replace "
+                             "them, or give another --out")
+        changed = sorted(k for k in {*previous, *record} if previous.get(k) != record.get(k))
+        raise ValueError(f"{layout.root} holds masks of another run (different {', '.join(changed)}): pass "
+                         "--overwrite to replace them, or give another --out")
+    for root in (layout.root, layout.probability_root):
+        if root.is_dir():
+            shutil.rmtree(root)
+
+
 def infer_dataset(predictor: Predictor, data_root: str | os.PathLike, split: str, out: str | os.PathLike,
                   batch_size: int = 4, save_probabilities: bool = False, rank: int = 0, world_size: int = 1,
-                  progress: bool = True) -> InferReport:
+                  progress: bool = True, record: dict | None = None) -> InferReport:
     """The paper's test on a prepared flat-layout dataset: `<out>/<video>/<frame>.png` (0/255, DAVIS layout),
     written straight from the prediction; with `save_probabilities` also `<out>-prob/<video>/<frame>.png`.
 
     Resumable: frames whose mask exists are skipped (masks are written atomically, so an existing one is
     complete) and temporary files of an interrupted run are removed. With `world_size` > 1, this process takes
-    every world_size-th video (sharding by video keeps each video's frames together).
+    every world_size-th video (sharding by video keeps each video's frames together). `record` (see
+    `infer_record`; check it first with `check_infer_output`) is written into `out` before the first mask.
     """
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: give at least 1 frame per forward")
     layout = PredictionLayout(out)
+    if record is not None and rank == 0:
+        write_json(layout.root / INFER_RECORD, record)
     samples = FlatLayout(data_root).samples(split, require_masks=False)
     videos = sorted({s.video for s in samples})[rank::world_size]
     mine = [s for s in samples if s.video in set(videos)]
@@ -109,6 +154,27 @@ def infer_dataset(predictor: Predictor, data_root: str | os.PathLike, split: str
         bar.update(len(batch))
     bar.close()
     return InferReport(len(todo), len(mine) - len(todo), timings.seconds["model"], time.perf_counter() - wall_start)
+
+
+def infer_checkpoint(checkpoint: str | os.PathLike, data_root: str | os.PathLike, split: str,
+                     out: str | os.PathLike, preset: str | None = None, options: list[str] | tuple[str, ...] = (),
+                     batch_size: int = 4, save_probabilities: bool = False, overwrite: bool = False,
+                     progress: bool = True, **predictor_options) -> InferReport:
+    """`hfan infer` as one call: the output folder and its previous masks are checked before the model loads
+    (`check_infer_output`), then `infer_dataset`, sharded over torchrun's processes. `predictor_options` go to
+    `hfan.inference.predictor.load_predictor`."""
+    from hfan.inference.predictor import load_predictor
+
+    flags = {k: predictor_options.get(k, False) for k in ("aug_test", "whole_image")}
+    record = infer_record(checkpoint, preset, options, data_root, split, **flags)
+    rank, world_size = distributed_rank()
+    if rank == 0:
+        check_infer_output(out, record, overwrite)
+    wait_for_shards(world_size)  # rank 0 may have cleared the folder
+    predictor = load_predictor(checkpoint, preset=preset, options=options, frames_per_batch=batch_size,
+                               **predictor_options)
+    return infer_dataset(predictor, data_root, split, out, batch_size, save_probabilities, rank, world_size,
+                         progress, record)
 
 
 def distributed_rank() -> tuple[int, int]:

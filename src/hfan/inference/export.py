@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hfan.files import atomic_path
+from hfan.files import atomic_path, check_output_file
 
 ONNX_OPSET = 17
 
@@ -31,7 +31,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, height: int = 5
     """Write `model` (eval mode, fp32) as ONNX; with `check`, compare onnxruntime to PyTorch (<= 1e-4)."""
     if height % 32 or width % 32:
         raise ValueError(f"window size {height}x{width}: both sides must be multiples of 32")
-    path = Path(path)
+    path = check_output_file(path)
     model = model.eval().float().cpu()
     example = (torch.randn(1, 3, height, width), torch.randn(1, 3, height, width))
     axes = {name: {0: "batch"} for name in ("frame", "flow", "logits")} if dynamic_batch else None

@@ -9,6 +9,7 @@ build their Predictor here, so they run a model the same way: `default_device`, 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,10 +27,26 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
     """`device` when given; else the GPU of this process when CUDA is available (cuda:<LOCAL_RANK> under
     torchrun, one GPU per process), else the CPU."""
     if device is not None:
-        return torch.device(device)
+        return check_device(device)
     if torch.cuda.is_available():
         return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
     return torch.device("cpu")
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """`device` as a torch.device, if this machine has it; else a ValueError saying what to give instead."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {device}: not a device name; give cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA GPU is visible to torch here; give --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type != "cpu":
+        raise ValueError(f"--device {device}: hfan runs on cpu or cuda")
+    return parsed
 
 
 def default_max_batch(device: torch.device, compiled: bool = False, frames_per_batch: int = 4) -> int:
@@ -79,6 +96,9 @@ class Predictor:
         self.device = default_device(device if device is not None or placed.type == "cpu" else placed)
         self.precision = precision or ("fp16" if self.device.type == "cuda" else "fp32")
         autocast_context(self.device, self.precision)  # validates the name
+        if self.device.type == "cpu" and self.precision != "fp32":
+            warnings.warn(f"{self.precision} on the CPU is far slower than fp32 on CPUs without native support for "
+                          "it (docs/speed.md); give --precision fp32", stacklevel=2)
         max_batch = default_max_batch(self.device, compiled, frames_per_batch) if max_batch is None else max_batch
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")

@@ -2,10 +2,17 @@
 
 Reading: frames and flow images with Pillow, which raises on a truncated file where OpenCV returns a half-grey
 image. Its JPEG decoding is libjpeg-turbo's, as OpenCV's (the original's mmcv loader) is: the same pixels on
-DAVIS (tests/io/test_io.py checks that). Masks: `read_mask` (any non-zero pixel is foreground), `read_class_ids`
-(the training layout's 0/1 ids), `read_gray` (8-bit saliency maps).
+DAVIS (tests/io/test_read_image.py checks that). Every pixel format becomes RGB uint8 as OpenCV's `imread`
+makes it: 1-bit, grey, grey+alpha, palette, RGB(A) and CMYK through Pillow's RGB conversion (alpha dropped);
+16-bit images by their high byte (value >> 8): Pillow reads 16-bit RGB(A) PNGs that way itself and keeps 16-bit
+grey as mode I;16, which is shifted here (Pillow's own conversion of I;16 clips it to white). 32-bit integer
+(I) and float (F) images have no agreed 8-bit meaning and are refused (tests/io/test_image_modes.py). Frame
+folders are checked with `check_frame_image` (header only) before any frame is read.
+Masks: `read_mask` (any non-zero pixel is foreground), `read_class_ids` (the training layout's 0/1 ids),
+`read_gray` (8-bit saliency maps).
 
-Writing goes through `hfan.files.atomic_path`: a file with its final name is always complete.
+Writing: `write_image` encodes in memory and writes the bytes through `hfan.files.atomic_path`, so that a full
+disk is an error (OpenCV's `imwrite` only returns False) and a file with its final name is always complete.
 """
 from __future__ import annotations
 
@@ -21,6 +28,35 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 JPEG_QUALITY = 95  # HFAN's own flow and frame JPEGs use IJG quality 95, 4:2:0 (their quantisation tables)
 
 
+_RGB_CONVERTIBLE = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
+_SIXTEEN_BIT_GREY = ("I;16", "I;16B", "I;16L", "I;16N")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_BIT_DEPTH = 24  # byte offsets in the IHDR chunk that every PNG starts with: bit depth,
+_PNG_COLOUR_TYPE = 25  # colour type
+_PNG_PALETTE = 3
+_PNG_WITH_ALPHA = (4, 6)
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    with open(path, "rb") as stream:
+        head = stream.read(_PNG_BIT_DEPTH + 1)
+    return head[_PNG_BIT_DEPTH] if head[:8] == _PNG_SIGNATURE and len(head) > _PNG_BIT_DEPTH else None
+
+
+def _is_sixteen_bit_grey(path: Path, mode: str) -> bool:
+    # Pillow before 10.3 opened 16-bit grey PNGs as 32-bit mode I; the PNG header says what they hold
+    return mode in _SIXTEEN_BIT_GREY or (mode == "I" and _png_bit_depth(path) == 16)
+
+
+def _check_mode(path: Path, mode: str) -> None:
+    if mode in _RGB_CONVERTIBLE or _is_sixteen_bit_grey(path, mode):
+        return
+    kinds = {"I": "32-bit integer", "F": "32-bit float"}
+    kind = kinds.get(mode, "an unsupported pixel format")
+    raise ValueError(f"{path}: {kind} pixels (Pillow mode {mode}): hfan reads 8-bit and 16-bit images; "
+                     f"convert it to 8-bit RGB or grey first")
+
+
 def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
@@ -29,22 +65,38 @@ def image_size(path: Path) -> tuple[int, int]:
         raise ValueError(f"{path}: not a readable image ({error})") from None
 
 
+def check_frame_image(path: Path) -> tuple[int, int]:
+    """(width, height) of a frame file from its header, which must be readable and of a pixel format that
+    `read_image` converts (so that a frame folder fails before any work starts)."""
+    try:
+        with Image.open(path) as image:
+            size, mode = image.size, image.mode
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{path}: not a readable image ({error})") from None
+    _check_mode(path, mode)
+    return size
+
+
+def _to_rgb(path: Path, image: Image.Image) -> np.ndarray:
+    _check_mode(path, image.mode)
+    if _is_sixteen_bit_grey(path, image.mode):
+        grey = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)  # 65535 -> 255, as imread does
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 HxWx3; a missing, corrupt or truncated file is one error naming it."""
+    """RGB uint8 HxWx3; a missing, corrupt or truncated file, or an unsupported pixel format (32-bit integer or
+    float), is one error naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            image.load()
+            return _to_rgb(path, image)
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{path}: not a readable image ({error})") from None
-
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_COLOUR_TYPE = 25  # byte offset of the colour type in the IHDR chunk that every PNG starts with
-_PNG_PALETTE = 3
-_PNG_WITH_ALPHA = (4, 6)
 
 
 def open_image(path: Path) -> Image.Image:
@@ -120,10 +172,16 @@ def write_image(path: str | Path, image: np.ndarray, jpeg_quality: int = JPEG_QU
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise ValueError(f"{path}: expected a uint8 HxW or HxWx3 image, got {image.dtype} {image.shape}")
     pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    is_jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
-    with atomic_path(path) as temp:
-        if not cv2.imwrite(str(temp), pixels, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if is_jpeg else []):
-            raise ValueError(f"{path}: OpenCV could not write this image format")
+    suffix = Path(path).suffix.lower()
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if suffix in (".jpg", ".jpeg") else []
+    try:
+        ok, encoded = cv2.imencode(suffix, pixels, params)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise ValueError(f"{path}: OpenCV cannot encode images as {suffix or 'a file without extension'}")
+    with atomic_path(path) as temp:  # written by Python: a full disk raises (ENOSPC), it is not lost in OpenCV
+        temp.write_bytes(encoded.data)
 
 
 def write_mask(path: str | Path, mask: np.ndarray, foreground_value: int = 1) -> None:

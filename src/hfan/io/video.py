@@ -1,36 +1,55 @@
 """Video files and frame folders: reading them frame by frame, and writing videos.
 
-Reading: `open_frames(path)` takes a video file (mp4, avi, mov, mkv) or a folder of frames and yields RGB uint8
-frames one at a time, so memory does not grow with the video's length.
+Reading: `open_frames(path)` takes a video file (any file FFmpeg opens with a video stream, whatever its
+extension: mp4, avi, mov, mkv, webm, m4v, gif, ...) or a folder of frames and yields RGB uint8 frames one at a
+time, so memory does not grow with the video's length.
 
-Decoder: OpenCV's `VideoCapture` (the FFmpeg build inside opencv-python-headless), not PyAV. OpenCV is already a
-core dependency, decodes all four containers, and decoded our test video faster than PyAV followed by PyAV's
-RGB conversion (docs/speed.md). PyAV's advantages (error messages from FFmpeg, H.264 encoding) do not outweigh a
-new dependency: OpenCV's silent failures are turned into one clear error here (the file cannot be opened, or no
-first frame decodes). Known limit: a file that breaks off mid-stream ends early
-without an error (both decoders do that), and the frame count in a header can be wrong: tree.avi claims 444
-frames and holds 68. `frame_count` is therefore only the container's claim.
+Probe, then decode. `open_frames` first demuxes the video stream with PyAV WITHOUT decoding it (the file is
+read once, nothing is decoded; docs/speed.md). The packets that carry data are the frames the file really
+holds: that count is `frame_count`, whatever the header claims (tree.avi claims 444 frames and holds 68, kept
+as `claimed_frame_count`). The probe also finds where a stream breaks: the first packet FFmpeg flags corrupt
+(the last, cut-off packet of a truncated AVI), a demuxer error, or an error the demuxer reports while reading
+(a Matroska/WebM file that ends inside a cluster). A broken stream is an error at open time, before any model
+loads, that names the file and the last good frame; `allow_partial=True` keeps the frames before the break
+(`frame_count` says how many, `broken` says why). A truncated MP4/MOV has lost its index (moov, written last)
+and cannot be opened at all: that is the "cannot be opened" error.
 
-Writing: `VideoWriter` writes a temporary name and renames it on `close()`: a video with its final name is
-complete.
+Decoder: OpenCV's `VideoCapture` (its FFmpeg backend), not PyAV. It decoded our test video faster than PyAV
+followed by PyAV's RGB conversion (docs/speed.md), and on every intact file the tests use (tree.avi,
+Megamind.avi, mp4/avi/mkv/mov/m4v/webm clips) it yields exactly the probe's `frame_count`
+(tests/io/test_video_probe.py). Iteration checks that agreement on every file rather than trusting it: it
+stops after `frame_count` frames, and a decoder that ends before them raises an error naming the file (with
+`allow_partial`, the frames it gave are kept). Known limit: damage inside a frame's data that neither the
+container nor the demuxer notices is decoded as the codec conceals it.
+
+Writing: `VideoWriter` writes a temporary name, then on `close()` opens it again and counts its decodable
+frames; only a complete video is renamed to its final name. Otherwise (a full disk, a writer that failed
+silently: OpenCV's writer reports no error) the temporary file is removed and the error names the path.
 """
 from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
+import av.logging
 import cv2
 import numpy as np
 
 from hfan.files import temp_path
-from hfan.io.images import IMAGE_SUFFIXES, image_size, read_image
+from hfan.io.images import IMAGE_SUFFIXES, check_frame_image, read_image
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 # mp4v plays everywhere except in browsers (which want H.264, which OpenCV's wheels cannot encode).
 _FOURCC = {".mp4": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+# Below this much free space after a failed write, the cause is taken to be a full disk: a write that fails
+# for want of space leaves (nearly) none; OpenCV's writer does not report errno.
+_FULL_DISK_BYTES = 1 << 20
+# Cover art of an audio file is a one-picture "video" stream, not a video.
+_ATTACHED_PICTURE = getattr(getattr(av.stream, "Disposition", None), "attached_pic", 0)
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -41,19 +60,26 @@ class FrameSource:
     path: Path
     size: tuple[int, int]  # (width, height)
     fps: float | None  # None for a folder unless given
-    frame_count: int | None  # a folder: exact; a video: what the container claims (may be wrong), None if unknown
+    frame_count: int  # the frames iteration yields: a folder's files; a video's frames (before a break, if any)
     frame_paths: tuple[Path, ...] | None = None  # the frame files of a folder source
+    claimed_frame_count: int | None = None  # a video: what its header claims (may be wrong), None if it says nothing
+    broken: str | None = None  # a video opened with allow_partial: why it ends after frame_count frames
+    allow_partial: bool = False  # a video: a decoder that stops early ends the iteration instead of raising
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self.frame_paths is not None:
-            yield from map(read_image, self.frame_paths)  # sizes were checked by open_frames
+            yield from map(read_image, self.frame_paths)  # sizes and pixel formats were checked by open_frames
             return
         capture = _open_capture(self.path)
         try:
-            while True:
+            for index in range(self.frame_count):
                 ok, frame = capture.read()
                 if not ok:
-                    return
+                    if self.allow_partial:  # the partial result was asked for
+                        return
+                    raise ValueError(f"{self.path}: the decoder stopped after frame {index} of {self.frame_count} "
+                                     f"(damaged file: the frames after it do not decode); pass --allow-partial to "
+                                     f"keep the {index} frames before it")
                 yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         finally:
             capture.release()
@@ -70,14 +96,91 @@ def list_frame_files(folder: Path) -> list[Path]:
 
 
 def _open_capture(path: Path) -> cv2.VideoCapture:
-    capture = cv2.VideoCapture(str(path))
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)  # the backend the probe's FFmpeg agrees with
     if not capture.isOpened():
         raise ValueError(f"{path}: cannot be opened as a video (corrupt, truncated, or not a video file)")
     return capture
 
 
-def open_frames(path: str | Path, fps: float | None = None) -> FrameSource:
-    """Open a video file or a frame folder; errors name the file. `fps` sets or overrides the frame rate."""
+@dataclass(frozen=True)
+class VideoProbe:
+    frames: int  # packets with data before the break (all of them when the stream is intact)
+    packets: int  # packets with data in the whole file
+    claimed: int | None  # the header's frame count
+    problem: str | None  # why the stream breaks after `frames` frames; None when intact
+
+
+def _is_still_image(container: av.container.InputContainer) -> bool:
+    # FFmpeg opens a single PNG or JPEG as a one-frame "video" through its image demuxers
+    return container.format.name == "image2" or container.format.name.endswith("_pipe")
+
+
+def probe_video(path: Path) -> VideoProbe:
+    """Demux the video stream without decoding: its real frame count and where, if anywhere, it breaks."""
+    previous_level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)  # errors only: they are captured below, not printed
+    try:
+        with av.logging.Capture() as logs:
+            try:
+                container = av.open(str(path))
+            except av.error.FFmpegError as error:
+                raise ValueError(f"{path}: cannot be opened as a video (not a video file, or one damaged or "
+                                 f"truncated: {error.strerror})") from None
+            with container:
+                return _demux(path, container, logs)
+    finally:
+        av.logging.set_level(previous_level)
+
+
+def _demux(path: Path, container: av.container.InputContainer, logs: list) -> VideoProbe:
+    if _is_still_image(container):
+        raise ValueError(f"{path}: a still image, not a video; put it in a folder to segment it as a one-frame video")
+    streams = [s for s in container.streams.video if not getattr(s, "disposition", 0) & _ATTACHED_PICTURE]
+    if not streams:
+        raise ValueError(f"{path}: not a video (it holds no video stream)")
+    best = container.streams.best("video") if hasattr(container.streams, "best") else None  # PyAV >= 13
+    stream = best if best in streams else streams[0]  # best: the stream OpenCV decodes (av_find_best_stream)
+    codecs = set(av.codecs_available)
+    # The file's own index, copied before demuxing (which may reallocate it): AVI's idx1 and MP4's sample table
+    # list every frame (Matroska's cues only keyframes: fewer than the packets, never a finding). Older PyAV
+    # versions do not expose it: that check is then skipped.
+    listed = [entry.size for entry in getattr(stream, "index_entries", ()) if entry.size > 0 and not entry.is_discard]
+
+    def demuxer_errors() -> list[str]:  # errors of the demuxer and the I/O layer; decoder messages are not ours
+        return [message.strip() for level, name, message in logs
+                if level <= av.logging.ERROR and name not in codecs]
+
+    sizes: list[int] = []  # of the packets read, in order
+    good, problem = None, None  # frames before the break, and why it breaks
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:  # the demuxer's end-of-stream marker
+                continue
+            if good is None:
+                if packet.is_corrupt:
+                    good, problem = len(sizes), f"packet {len(sizes) + 1} is corrupt"
+                elif demuxer_errors():
+                    good, problem = len(sizes), f"FFmpeg reports: {demuxer_errors()[0]}"
+            sizes.append(packet.size)
+    except av.error.FFmpegError as error:
+        if good is None:
+            good, problem = len(sizes), f"demuxer error: {error.strerror}"
+    if good is None and demuxer_errors():  # reported while opening, or after the last packet
+        good, problem = len(sizes), f"FFmpeg reports: {demuxer_errors()[0]}"
+    if len(listed) > len(sizes):  # frames the index lists but the demuxer could not read (damaged data)
+        lost = next((i for i, (a, b) in enumerate(zip(listed, sizes)) if a != b), len(sizes))
+        if good is None or lost < good:
+            missing = len(listed) - len(sizes)
+            good, problem = lost, f"{missing} of the {len(listed)} frames its index lists are unreadable"
+    return VideoProbe(len(sizes) if good is None else good, len(sizes), stream.frames or None, problem)
+
+
+def open_frames(path: str | Path, fps: float | None = None, allow_partial: bool = False) -> FrameSource:
+    """Open a video file or a frame folder; errors name the file. `fps` sets or overrides the frame rate.
+
+    A video whose stream breaks (truncated or damaged) is an error, unless `allow_partial`: then the source
+    yields the frames before the break. Everything is checked here, before any frame is decoded for use.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
@@ -85,30 +188,61 @@ def open_frames(path: str | Path, fps: float | None = None) -> FrameSource:
         files = list_frame_files(path)
         if not files:
             raise ValueError(f"{path} holds no frames ({', '.join(IMAGE_SUFFIXES)})")
-        size = image_size(files[0])
+        size = check_frame_image(files[0])
         for file in files[1:]:  # headers only: cheap, and a mixed-size folder fails before any work starts
-            if image_size(file) != size:
-                raise ValueError(f"{file} is {image_size(file)[0]}x{image_size(file)[1]} but {files[0]} is "
+            if (file_size := check_frame_image(file)) != size:
+                raise ValueError(f"{file} is {file_size[0]}x{file_size[1]} but {files[0]} is "
                                  f"{size[0]}x{size[1]}: all frames of {path} must have one size")
         return FrameSource(path, size, fps, len(files), tuple(files))
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise ValueError(f"{path}: not a video ({', '.join(VIDEO_SUFFIXES)}) or a folder of frames")
+    probe = probe_video(path)
+    if probe.problem is not None:
+        if probe.frames == 0:
+            raise ValueError(f"{path}: the video stream is broken at its first frame (truncated or damaged "
+                             f"file: {probe.problem}): there is nothing to segment")
+        if not allow_partial:
+            of = f" of {probe.packets}" if probe.packets > probe.frames else ""
+            raise ValueError(f"{path}: the video stream is broken after frame {probe.frames}{of} (truncated or "
+                             f"damaged file: {probe.problem}); pass --allow-partial to segment the {probe.frames} "
+                             f"frames before it")
+    if probe.packets == 0:
+        raise ValueError(f"{path}: the video stream holds no frames")
     capture = _open_capture(path)
     try:
         ok, frame = capture.read()
         if not ok:
             raise ValueError(f"{path}: no frame could be decoded (corrupt or empty video)")
         claimed_fps = capture.get(cv2.CAP_PROP_FPS)
-        claimed_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     finally:
         capture.release()
     return FrameSource(path, (frame.shape[1], frame.shape[0]), fps or (claimed_fps if claimed_fps > 0 else None),
-                       claimed_count if claimed_count > 0 else None)
+                       probe.frames, claimed_frame_count=probe.claimed, broken=probe.problem,
+                       allow_partial=allow_partial)
+
+
+# ----------------------------------------------------------------------------------------------- writing
+def count_decodable_frames(path: Path) -> int:
+    """How many frames OpenCV decodes from a video file (0 when it cannot be opened)."""
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    try:
+        count = 0
+        while capture.isOpened() and capture.grab():  # grab decodes; no colour conversion
+            count += 1
+        return count
+    finally:
+        capture.release()
+
+
+def _is_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < _FULL_DISK_BYTES
+    except OSError:
+        return False
 
 
 class VideoWriter:
     """RGB frames to a video file (mp4, mov, mkv: MPEG-4 part 2; avi: MJPEG) at a given frame rate, atomically:
-    the frames go to a temporary file that replaces `path` on `close()`; an error inside `with` removes it."""
+    the frames go to a temporary file that replaces `path` on `close()` once it has been read back complete; an
+    error inside `with`, or an incomplete file, removes it."""
 
     def __init__(self, path: str | Path, fps: float):
         self.path = Path(path)
@@ -129,6 +263,9 @@ class VideoWriter:
             fourcc = cv2.VideoWriter_fourcc(*_FOURCC[self.path.suffix.lower()])
             self._writer = cv2.VideoWriter(str(self._temp), fourcc, self.fps, size)
             if not self._writer.isOpened():
+                self.abort()
+                if _is_full(self.path.parent):
+                    raise ValueError(f"{self.path}: no space left on {self.path.parent}: free space and rerun")
                 raise ValueError(f"{self.path}: OpenCV cannot open a video writer for it")
             self._size = size
         elif size != self._size:
@@ -138,10 +275,19 @@ class VideoWriter:
         self.frames_written += 1
 
     def close(self) -> None:
+        """Finish the file, read it back, and give it its final name only when it holds every frame written."""
         if self._writer is None:
             raise ValueError(f"{self.path}: no frame was written")
         self._writer.release()
         self._writer = None
+        decodable = count_decodable_frames(self._temp) if self._temp.exists() else 0
+        if decodable != self.frames_written:
+            full = _is_full(self.path.parent)  # before removing the temporary file frees its space
+            self._temp.unlink(missing_ok=True)
+            cause = (f"no space left on {self.path.parent}: free space and rerun" if full else
+                     "the video writer failed silently")
+            raise ValueError(f"{self.path}: {cause} ({decodable} of {self.frames_written} frames could be read "
+                             f"back; nothing was kept)")
         os.replace(self._temp, self.path)
 
     def abort(self) -> None:

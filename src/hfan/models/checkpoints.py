@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from hfan.files import atomic_path
+from hfan.files import atomic_path, check_output_file
 from hfan.presets import DEFAULT_MODEL, MODEL_PRESETS, default_weights_path, get_preset
 from hfan.config import ModelConfig, SELECT_METHODS, apply_overrides
 from hfan.models.mit import MIT_SETTINGS
@@ -38,10 +39,14 @@ def read_checkpoint_file(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's remarks on foreign pickles: the error below says it all
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated, corrupt or foreign files
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}. "
-                              "The file is truncated, corrupt or not a PyTorch checkpoint; download it again.") from None
+        # torch's own message advises turning weights_only off: never pass that on (it would run the file's code)
+        detail = "" if "weights_only" in str(error) else f" ({type(error).__name__}: {str(error).splitlines()[0]})"
+        raise CheckpointError(f"{path} is not a checkpoint that hfan can read{detail}: the file is truncated, "
+                              "corrupt or not a PyTorch checkpoint; download it again") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, not a state dict")
     return data
@@ -235,6 +240,7 @@ def export_weights(source: str | os.PathLike, out: str | os.PathLike, half: bool
     validation scores the source records). Optimiser and RNG states are dropped. `options` are dotted overrides
     of the recorded config's test or flow settings (e.g. `test.temporal_mean=3`); settings that change the
     weights' shapes fail the strict load. Written atomically."""
+    check_output_file(out)
     data = read_checkpoint_file(source)
     if data.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{source} is not a checkpoint of ours (hfan train writes them): nothing to export")
