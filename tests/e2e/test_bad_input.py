@@ -254,3 +254,24 @@ def test_fp16_on_the_cpu_warns_in_one_line(checkpoint, frames, tmp_path):
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 1 and warnings[0].startswith("hfan: warning: bf16 on the CPU"), result.stderr
+
+
+def test_eval_davis_warns_on_soft_probability_maps(tmp_path):
+    from hfan.evaluation.davis import evaluate_davis
+    from hfan.io.images import write_mask
+
+    gt, pred = tmp_path / "gt" / "seq", tmp_path / "pred" / "seq"
+    truth = np.zeros((24, 32), bool)
+    truth[6:18, 8:24] = True
+    for index in range(4):
+        write_mask(gt / f"{index:05d}.png", truth, foreground_value=255)
+        write_image(pred / f"{index:05d}.png", np.linspace(0, 255, 24 * 32).astype(np.uint8).reshape(24, 32))
+    with pytest.warns(UserWarning, match="grey levels, not a binary mask"):
+        evaluate_davis(tmp_path / "pred", tmp_path / "gt", workers=1, progress=False)
+    for index in range(4):
+        write_mask(pred / f"{index:05d}.png", truth, foreground_value=255)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert evaluate_davis(tmp_path / "pred", tmp_path / "gt", workers=1, progress=False).summary()["J-Mean"] == 1

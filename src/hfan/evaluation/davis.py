@@ -173,6 +173,18 @@ def score_sequence(sequence: SequenceFrames) -> SequenceScores:
     return SequenceScores(sequence.name, sequence.frames, j, f)
 
 
+def _warn_on_soft_maps(sequences: Sequence[SequenceFrames]) -> None:
+    """DAVIS scores binary masks: a probability map passes read_mask (any non-zero pixel is foreground) and would
+    be scored as an almost all-foreground mask. The first scored frame of each sequence is checked."""
+    for sequence in sequences:
+        pred = cv2.imread(str(sequence.pred_paths[0]), cv2.IMREAD_GRAYSCALE) if sequence.pred_paths else None
+        if pred is not None and len(np.unique(pred)) > 2:
+            warnings.warn(f"{sequence.pred_paths[0]} holds {len(np.unique(pred))} grey levels, not a binary mask: "
+                          "DAVIS J/F counts every non-zero pixel as foreground; evaluate masks (hfan segment's "
+                          "masks/), or threshold the probabilities first", stacklevel=2)
+            return
+
+
 def evaluate_davis(pred_dir: str | Path, gt_dir: str | Path, sequences: Sequence[str] | None = None,
                    only_present: bool = False, workers: int | None = None,
                    progress: bool = True) -> DavisResult:
@@ -183,5 +195,6 @@ def evaluate_davis(pred_dir: str | Path, gt_dir: str | Path, sequences: Sequence
     the sequences present in `pred_dir`. `workers` processes (default: one per CPU) score sequences in parallel.
     """
     frames = collect_sequences(pred_dir, gt_dir, sequences, only_present)
+    _warn_on_soft_maps(frames)
     scores = map_sequences(score_sequence, frames, workers, progress, description=f"DAVIS {Path(pred_dir).name}")
     return DavisResult(Path(pred_dir), Path(gt_dir), scores)
