@@ -8,6 +8,7 @@ that fails for want of disk space removes its temporary file and is one error na
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -116,3 +117,17 @@ def check_output_file(path: str | Path, what: str = "--out") -> Path:
         raise ValueError(f"{what} {path} is a folder: give a file name")
     check_output_folder(path.parent, what)
     return path
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks (what output records name weights by)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def changed_fields(previous: dict, record: dict) -> list[str]:
+    """The keys whose values differ between two output records (what made an output, as JSON)."""
+    return sorted(key for key in {*previous, *record} if previous.get(key) != record.get(key))

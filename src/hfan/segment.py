@@ -7,7 +7,6 @@ paper's test on a prepared dataset is `hfan.evaluation.predict.infer_dataset`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import os
@@ -25,7 +24,7 @@ from tqdm import tqdm
 
 from hfan.config import FLOW_METHODS, FlowConfig
 from hfan.datasets.layouts import SegmentOutput, frame_name
-from hfan.files import check_output_folder, is_temp_path, write_json
+from hfan.files import changed_fields, check_output_folder, file_digest, is_temp_path, write_json
 from hfan.flow import build_flow_estimator, video_flows
 from hfan.flow.estimators import FlowEstimator
 from hfan.flow.model_input import ScaledFlowEstimator, flow_image_for_model
@@ -217,7 +216,7 @@ def check_segment_output(out: str | os.PathLike, record: dict | None = None, ove
         if previous is None:
             what = f"holds outputs ({', '.join(p.name for p in existing[:4])}) of an unknown run"
         else:
-            changed = sorted(k for k in {*previous, *(record or {})} if previous.get(k) != (record or {}).get(k))
+            changed = changed_fields(previous, record or {})
             what = f"holds the output of another run (different {', '.join(changed)})"
         raise ValueError(f"{layout.root} {what}: pass --overwrite to replace it, or give another --out")
     for path in existing:
@@ -296,14 +295,6 @@ def segment_to_folder(source: str | os.PathLike | FrameSource, out: str | os.Pat
         write_json(layout.record_path, record)
     timings.wall_seconds = time.perf_counter() - wall_start
     return timings
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def segment_file(source: str | os.PathLike, out: str | os.PathLike | None = None, checkpoint: str | os.PathLike = "default",

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from hfan.datasets.layouts import FlatLayout, PredictionLayout, Sample
-from hfan.files import check_output_folder, remove_temp_files, write_json
+from hfan.files import changed_fields, check_output_folder, file_digest, remove_temp_files, write_json
 from hfan.inference.predictor import Prediction, Predictor
 from hfan.io.images import probability_to_uint8, read_image, write_image, write_mask
 from hfan.streams import Timings, prefetched
@@ -88,8 +88,6 @@ INFER_RECORD = "hfan-infer.json"  # in the output folder: what made its masks
 def infer_record(checkpoint: str | os.PathLike, preset: str | None, options: list[str] | tuple[str, ...],
                  data_root: str | os.PathLike, split: str, **test_flags) -> dict:
     """What decides the masks of `hfan infer`: the weights (by digest), the options and test flags, the data."""
-    from hfan.segment import file_digest
-
     weights = Path(checkpoint)
     if not weights.is_file():
         raise FileNotFoundError(f"checkpoint {weights} does not exist")
@@ -111,7 +109,7 @@ def check_infer_output(out: str | os.PathLike, record: dict, overwrite: bool = F
         if previous is None:
             raise ValueError(f"{layout.root} already holds masks of an unknown run: pass --overwrite to replace "
                              "them, or give another --out")
-        changed = sorted(k for k in {*previous, *record} if previous.get(k) != record.get(k))
+        changed = changed_fields(previous, record)
         raise ValueError(f"{layout.root} holds masks of another run (different {', '.join(changed)}): pass "
                          "--overwrite to replace them, or give another --out")
     for root in (layout.root, layout.probability_root):

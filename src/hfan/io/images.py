@@ -57,14 +57,6 @@ def _check_mode(path: Path, mode: str) -> None:
                      f"convert it to 8-bit RGB or grey first")
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{path}: not a readable image ({error})") from None
-
-
 def check_frame_image(path: Path) -> tuple[int, int]:
     """(width, height) of a frame file from its header, which must be readable and of a pixel format that
     `read_image` converts (so that a frame folder fails before any work starts)."""

@@ -8,8 +8,9 @@ Probe, then decode. `open_frames` first demuxes the video stream with PyAV WITHO
 read once, nothing is decoded; docs/speed.md). The packets that carry data are the frames the file really
 holds: that count is `frame_count`, whatever the header claims (tree.avi claims 444 frames and holds 68, kept
 as `claimed_frame_count`). The probe also finds where a stream breaks: the first packet FFmpeg flags corrupt
-(the last, cut-off packet of a truncated AVI), a demuxer error, or an error the demuxer reports while reading
-(a Matroska/WebM file that ends inside a cluster). A broken stream is an error at open time, before any model
+(the last, cut-off packet of a truncated AVI), a demuxer error, an error the demuxer reports while reading
+(a Matroska/WebM file that ends inside a cluster), or frames the file's own index lists but the demuxer cannot
+read (an AVI with damaged data, whose frames would otherwise be skipped silently). A broken stream is an error at open time, before any model
 loads, that names the file and the last good frame; `allow_partial=True` keeps the frames before the break
 (`frame_count` says how many, `broken` says why). A truncated MP4/MOV has lost its index (moov, written last)
 and cannot be opened at all: that is the "cannot be opened" error.
