@@ -38,7 +38,7 @@ def _add_train(subparsers) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: this rank's GPU when there is one")
     parser.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="dotted overrides, e.g. data.root=/data/YouTube2SEG data.batch_per_gpu=8 "
-                             "grad_accum_steps=2 precision=bf16 model.decode_head.select_method=fam")
+                             "grad_accum_steps=2 precision=bf16 model.decode_head.select_method=fam (default: none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run_train)
 
@@ -57,8 +57,11 @@ def _add_export(subparsers) -> None:
     formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
     onnx = formats.add_parser("onnx", help="ONNX graph: frame + flow window in, 1/4-size logits out")
     onnx.add_argument("--model", default=None, help="preset name (default: from the checkpoint)")
-    onnx.add_argument("--checkpoint", default=None, help="weights; without it, random weights of --model")
-    onnx.add_argument("--options", nargs="*", default=[], help="dotted overrides, e.g. decode_head.select_method=im")
+    onnx.add_argument("--checkpoint", default=None, help="weights (default: the packaged default model)")
+    onnx.add_argument("--random-weights", action="store_true",
+                      help="export random weights of --model instead of a checkpoint (for tests and timing)")
+    onnx.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
+                      help="dotted overrides, e.g. decode_head.select_method=im (default: none)")
     onnx.add_argument("--out", required=True, help="output .onnx file")
     onnx.add_argument("--size", default="512x512", help="window HxW, multiples of 32 (default 512x512)")
     onnx.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
@@ -69,7 +72,8 @@ def _add_export(subparsers) -> None:
     weights.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
     weights.add_argument("--card", default=None, help="JSON file of model-card fields to record (name, data, ...)")
     weights.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
-                         help="test/flow settings to record with the weights, e.g. test.temporal_mean=3")
+                         help="test/flow settings to record with the weights, e.g. test.temporal_mean=3 "
+                              "(default: none)")
     weights.set_defaults(func=_run_export_weights)
 
 
@@ -94,11 +98,14 @@ def _run_export_onnx(args) -> int:
     from hfan.models.checkpoints import load_model
     from hfan.models.segmentor import build_model
 
-    if args.model is None and args.checkpoint is None:
-        raise ValueError("give --model PRESET, --checkpoint FILE, or both")
+    if args.random_weights and (args.model is None or args.checkpoint is not None):
+        raise ValueError("--random-weights needs --model PRESET and no --checkpoint")
+    if args.checkpoint is None and args.model is not None and not args.random_weights:
+        raise ValueError(f"--model {args.model} without --checkpoint: give the weights with --checkpoint FILE, or "
+                         "--random-weights to export random weights (never done unless asked)")
     height, width = parse_window_size(args.size)
-    model = (build_model(args.model, args.options) if args.checkpoint is None
-             else load_model(args.checkpoint, preset=args.model, options=args.options))
+    model = (build_model(args.model, args.options) if args.random_weights
+             else load_model(args.checkpoint or "default", preset=args.model, options=args.options))
     path = export_onnx(model, args.out, height, width, check=not args.no_check)
     print(f"wrote {path}" + ("" if args.no_check else " (onnxruntime matches PyTorch within 1e-4)"))
     return 0
@@ -110,9 +117,10 @@ def _add_model_arguments(parser, default_model: str | None) -> None:
     parser.add_argument("--model", default=default_model,
                         help="default (the packaged model), or a preset: hfan-b0, hfan-small, hfan-medium, hfan-large "
                              "(default: what the checkpoint holds)")
-    parser.add_argument("--checkpoint", help="weights: an official *-converted.pth or a file of ours")
+    parser.add_argument("--checkpoint", help="weights: an official *-converted.pth or a file of ours"
+                        + (" (default: the packaged default model)" if default_model else ""))
     parser.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="dotted overrides, e.g. decode_head.select_method=im test.mode=whole")
+                        help="dotted overrides, e.g. decode_head.select_method=im test.mode=whole (default: none)")
     parser.add_argument("--aug-test", action="store_true", help="the official multi-scale (0.75, 1, 1.75) + flip test")
     parser.add_argument("--fast", action="store_true", help="one whole-image forward instead of sliding windows")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
@@ -124,7 +132,7 @@ def _add_model_arguments(parser, default_model: str | None) -> None:
                        help="torch.compile the model (CPU: inductor with freezing, minutes of compile; CUDA: CUDA "
                             "graphs); pays off over a whole dataset, not a few frames")
     speed.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                       help="onnx: windows through onnxruntime (CPU, fp32)")
+                       help="torch (default), or onnx: windows through onnxruntime (CPU, fp32)")
     speed.add_argument("--no-malloc-tuning", action="store_true",
                        help="leave glibc's allocator at its defaults (tuned by default: fewer page faults, the "
                             "process keeps its peak memory)")
@@ -174,6 +182,8 @@ def _add_segment(subparsers) -> None:
                         help="segment the frames before the break of a truncated or damaged video (default: refuse)")
     parser.add_argument("--save-probabilities", action="store_true", help="also 8-bit foreground probability PNGs")
     parser.add_argument("--save-flow", action="store_true", help="also the colour-coded flow images")
+    parser.add_argument("--cutout", action="store_true",
+                        help="also the object cut out: RGBA PNGs in OUT/cutouts and OUT/cutout.mp4 on green")
     parser.add_argument("--no-overlay", action="store_true", help="no overlay video")
     parser.set_defaults(func=_run_segment)
 
@@ -191,7 +201,7 @@ def _run_segment(args) -> int:
         flow_options={"weights": args.raft_weights} if args.raft_weights else None, batch_size=args.batch_size,
         frames=FrameRange(args.start, args.end, args.stride), fps=args.fps, allow_partial=args.allow_partial,
         overwrite=args.overwrite, overlay=not args.no_overlay, save_probabilities=args.save_probabilities,
-        save_flow=args.save_flow, **_predictor_options(args))
+        save_flow=args.save_flow, cutout=args.cutout, **_predictor_options(args))
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in timings.seconds.items())
     print(f"{timings.frames} frames -> {out} in {timings.wall_seconds:.1f} s "
           f"({timings.frames_per_second:.2f} frames/s; "
@@ -203,7 +213,7 @@ def _add_infer(subparsers) -> None:
     parser = subparsers.add_parser("infer", help="the paper's test on a prepared dataset (DAVIS2SEG layout)")
     _add_model_arguments(parser, None)
     parser.add_argument("--data", required=True, help="prepared dataset root (frame/, flow/ [, mask/])")
-    parser.add_argument("--split", default="val")
+    parser.add_argument("--split", default="val", help="split of --data to predict (default: val)")
     parser.add_argument("--out", required=True, help="masks go to OUT/<video>/<frame>.png (0/255)")
     parser.add_argument("--save-probabilities", action="store_true", help="also OUT-prob/<video>/<frame>.png (8-bit)")
     parser.add_argument("--overwrite", action="store_true",
@@ -280,7 +290,8 @@ def _add_flow_arguments(parser, workers: bool) -> None:
 
     group = parser.add_argument_group("optical flow")
     group.add_argument("--flow", choices=ESTIMATORS, default="dis", help="flow method (default: dis)")
-    group.add_argument("--dis-preset", choices=list(DIS_PRESETS), default="medium")
+    group.add_argument("--dis-preset", choices=list(DIS_PRESETS), default="medium",
+                       help="OpenCV DIS preset (default: medium)")
     group.add_argument("--raft-weights", default=RAFT_DEFAULT_WEIGHTS,
                        help="a torchvision weight name (C_T_V1 = the original raft-things, C_T_V2, ...) or a "
                             f"local .pth file (default: {RAFT_DEFAULT_WEIGHTS})")
@@ -298,7 +309,7 @@ def _add_flow_arguments(parser, workers: bool) -> None:
                             "the process keeps its peak memory)")
     if workers:
         group.add_argument("--workers", type=_count(1), default=1,
-                           help="parallel processes over videos (dis, farneback)")
+                           help="parallel processes over videos (dis, farneback; default 1)")
 
 
 def _flow_settings(args):
@@ -316,22 +327,25 @@ def _add_prepare(subparsers) -> None:
     parser = subparsers.add_parser("prepare", help="frames, flow images and masks in the original's flat layout")
     sources = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
     davis = sources.add_parser("davis", help="DAVIS (JPEGImages/480p, Annotations/480p, ImageSets) -> DAVIS2SEG")
-    davis.add_argument("--davis-root", required=True, type=Path)
-    davis.add_argument("--out", required=True, type=Path)
+    davis.add_argument("--davis-root", required=True, type=Path,
+                       help="DAVIS root holding JPEGImages/480p, Annotations/480p, ImageSets")
+    davis.add_argument("--out", required=True, type=Path, help="output root (the flat layout)")
     davis.add_argument("--splits", default="train,val", help="comma-separated (default: train,val)")
     _add_flow_arguments(davis, workers=True)
     davis.set_defaults(func=_run_prepare_davis)
     youtube = sources.add_parser("youtube-vos", help="YouTube-VOS train -> YouTube2SEG")
-    youtube.add_argument("--root", required=True, type=Path)
-    youtube.add_argument("--out", required=True, type=Path)
+    youtube.add_argument("--root", required=True, type=Path, help="YouTube-VOS train folder (JPEGImages/, "
+                                                                  "Annotations/)")
+    youtube.add_argument("--out", required=True, type=Path, help="output root (the flat layout)")
     _add_flow_arguments(youtube, workers=True)
     youtube.set_defaults(func=_run_prepare_youtube_vos)
     video = sources.add_parser("video", help="frames and flow of a video file or frame folder, for inference")
     video.add_argument("input", type=Path)
-    video.add_argument("--out", required=True, type=Path)
+    video.add_argument("--out", required=True, type=Path, help="output root (the flat layout)")
     video.add_argument("--name", default=None, help="video name in the output (default: the input's name)")
     video.add_argument("--split", default="val", help="output split (default: val, what inference reads)")
-    video.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder (kept for outputs)")
+    video.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder, kept for outputs (default: 25), or to "
+                                                             "override a video's")
     _add_flow_arguments(video, workers=False)
     video.set_defaults(func=_run_prepare_video)
 
@@ -358,8 +372,36 @@ def _run_prepare_video(args) -> int:
     return 0
 
 
+def _add_demo(subparsers) -> None:
+    from hfan.demo import DEFAULT_MAX_FRAMES, DEFAULT_MAX_UPLOAD_MB
+
+    parser = subparsers.add_parser("demo", help="a local web app: upload a video, watch and download its masks "
+                                                "(needs the demo extra: pip install 'hfan[demo]')")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to serve on (default: 127.0.0.1, this machine only; 0.0.0.0 for the network)")
+    parser.add_argument("--port", type=_count(1), default=7860, help="port (default: 7860)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a checkpoint to offer besides the default model and $HFAN_HOME/checkpoints/*.pth "
+                             "(default: none)")
+    parser.add_argument("--share", action="store_true", help="also a public gradio.live link (default: off)")
+    parser.add_argument("--max-frames", type=_count(1), default=DEFAULT_MAX_FRAMES,
+                        help=f"longest upload accepted, in frames (default: {DEFAULT_MAX_FRAMES})")
+    parser.add_argument("--max-upload-mb", type=_count(1), default=DEFAULT_MAX_UPLOAD_MB,
+                        help=f"largest upload accepted, in MB (default: {DEFAULT_MAX_UPLOAD_MB})")
+    parser.add_argument("--workdir", default=None,
+                        help="folder for the jobs' outputs (default: <temporary folder>/hfan-demo)")
+    parser.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from hfan.demo import launch_demo
+
+    launch_demo(args.host, args.port, args.checkpoint, args.share, args.max_frames, args.max_upload_mb, args.workdir)
+    return 0
+
+
 # Each entry adds one subcommand. Later features append their `_add_*` function here.
-SUBCOMMANDS = [_add_info, _add_segment, _add_prepare, _add_infer, _add_eval, _add_export, _add_train]
+SUBCOMMANDS = [_add_info, _add_segment, _add_prepare, _add_infer, _add_eval, _add_export, _add_train, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

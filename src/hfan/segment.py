@@ -29,7 +29,7 @@ from hfan.flow import build_flow_estimator, video_flows
 from hfan.flow.estimators import FlowEstimator
 from hfan.flow.model_input import ScaledFlowEstimator, flow_image_for_model
 from hfan.inference.predictor import Predictor
-from hfan.io.images import overlay_mask, probability_to_uint8, write_image, write_mask
+from hfan.io.images import cutout_on_colour, cutout_rgba, overlay_mask, probability_to_uint8, write_image, write_mask
 from hfan.io.video import FrameSource, VideoWriter, open_frames
 from hfan.streams import Timings, in_batches, prefetched, timed
 
@@ -229,9 +229,11 @@ def segment_to_folder(source: str | os.PathLike | FrameSource, out: str | os.Pat
                       flow_options: dict | None = None, batch_size: int = 4, overlay: bool = True,
                       save_probabilities: bool = False, save_flow: bool = False, progress: bool = True,
                       prefetch: bool | None = None, frames: FrameRange = FrameRange(), overwrite: bool = False,
-                      record: dict | None = None) -> Timings:
+                      record: dict | None = None, cutout: bool = False) -> Timings:
     """`hfan segment`: masks (0/255 PNG) in <out>/masks, <out>/overlay.mp4 at the source frame rate,
-    optionally 8-bit probabilities in <out>/probabilities and flow images in <out>/flow (hfan.datasets.layouts).
+    optionally 8-bit probabilities in <out>/probabilities, flow images in <out>/flow and, with `cutout`, the
+    object as RGBA PNGs (transparent background) in <out>/cutouts plus <out>/cutout.mp4 on a green background
+    (hfan.datasets.layouts). Videos are H.264 where PyAV has libx264 (hfan.io.video.VideoWriter).
 
     Outputs never mix with an earlier run's: `check_segment_output(out, record, overwrite)` first; `record` (what
     made the outputs) is written last, as <out>/hfan-segment.json. With `prefetch` (default: when the model runs
@@ -248,6 +250,8 @@ def segment_to_folder(source: str | os.PathLike | FrameSource, out: str | os.Pat
     timings = Timings()
     fps = (video.fps or 25.0) / frames.stride
     writer = VideoWriter(layout.overlay_path, fps) if overlay else None
+    cutout_writer = VideoWriter(layout.cutout_video_path, fps) if cutout else None
+    writers = [w for w in (writer, cutout_writer) if w is not None]
 
     def write(result: FrameResult) -> None:
         start = time.perf_counter()
@@ -256,6 +260,9 @@ def segment_to_folder(source: str | os.PathLike | FrameSource, out: str | os.Pat
             write_image(layout.probability_path(name(result.index)), probability_to_uint8(result.probability))
         if save_flow:
             write_image(layout.flow_path(name(result.index)), result.flow_image)
+        if cutout:
+            write_image(layout.cutout_path(name(result.index)), cutout_rgba(result.frame, result.mask))
+            cutout_writer.write(cutout_on_colour(result.frame, result.mask))
         if writer is not None:
             writer.write(overlay_mask(result.frame, result.mask))
         timings.add("write", start)
@@ -278,15 +285,15 @@ def segment_to_folder(source: str | os.PathLike | FrameSource, out: str | os.Pat
         results.close()  # stops the prefetching thread before the partial video is removed
         if writing is not None:
             writing.shutdown(cancel_futures=True)
-        if writer is not None:
-            writer.abort()
+        for open_writer in writers:
+            open_writer.abort()
         raise
     finally:
         if writing is not None:
             writing.shutdown()
-    if writer is not None:
+    for open_writer in writers:
         start = time.perf_counter()
-        writer.close()
+        open_writer.close()
         timings.add("write", start)
     if timings.frames == 0:
         raise ValueError(f"{video.path}: no frame in the range asked for (--start {frames.start}, --end "
@@ -302,7 +309,7 @@ def segment_file(source: str | os.PathLike, out: str | os.PathLike | None = None
                  flow_options: dict | None = None, batch_size: int = 4, frames: FrameRange = FrameRange(),
                  fps: float | None = None, allow_partial: bool = False, overwrite: bool = False,
                  overlay: bool = True, save_probabilities: bool = False, save_flow: bool = False,
-                 progress: bool = True, **predictor_options) -> tuple[Path, Timings]:
+                 cutout: bool = False, progress: bool = True, **predictor_options) -> tuple[Path, Timings]:
     """`hfan segment` as one call: every input is checked (the video, the output folder and its previous
     contents, the weights file, the device) BEFORE the model loads; then `segment_to_folder`. Returns the output
     folder (default `<input>_hfan` next to the input) and the timings. `predictor_options` go to
@@ -330,5 +337,5 @@ def segment_file(source: str | os.PathLike, out: str | os.PathLike | None = None
     predictor = load_predictor(checkpoint, preset=preset, options=options, frames_per_batch=batch_size,
                                **predictor_options)
     timings = segment_to_folder(video, out, predictor, flow, flow_options, batch_size, overlay, save_probabilities,
-                                save_flow, progress, frames=frames, overwrite=True, record=record)
+                                save_flow, progress, frames=frames, overwrite=True, record=record, cutout=cutout)
     return out, timings

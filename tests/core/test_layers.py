@@ -27,7 +27,7 @@ LAYERS = {
     4: ("hfan.inference",),
     5: ("hfan.datasets", "hfan.segment", "hfan.evaluation", "hfan.info"),
     6: ("hfan.train",),
-    7: ("hfan.cli",),
+    7: ("hfan.demo", "hfan.cli"),
 }
 LAYER_OF = {unit: layer for layer, units in LAYERS.items() for unit in units}
 

@@ -6,6 +6,7 @@ small photo folder and 30 shapes once per module (about 1 s) and draw clips of 1
 """
 import dataclasses
 import os
+import pickle
 from pathlib import Path
 
 import cv2
@@ -311,3 +312,28 @@ def test_no_shapes_is_an_error_naming_the_packages(tmp_path):
     with pytest.raises(FileNotFoundError, match="no shapes with alpha found in .*openclipart-png"):
         load_assets(CompositeConfig(photo_dirs=(str(photos),), shape_dirs=(str(shapes),)), progress=False,
                     cache=False)
+
+
+def test_asset_cache_from_another_package_layout_is_rebuilt(tmp_path, monkeypatch):
+    """A cache pickled when the classes lived elsewhere (hfan.data before the move) is decoded again, not a
+    ModuleNotFoundError; the rewritten cache holds plain data and gives the same assets."""
+    photos, shapes = tmp_path / "photos", tmp_path / "shapes"
+    photos.mkdir(), shapes.mkdir()
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(photos / "noise.png"), rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
+    disc = np.zeros((64, 64, 4), np.uint8)
+    cv2.circle(disc, (32, 32), 24, (40, 90, 200, 255), -1)
+    cv2.imwrite(str(shapes / "disc.png"), disc)
+    monkeypatch.setenv("HFAN_HOME", str(tmp_path / "home"))
+    config = CompositeConfig(photo_dirs=(str(photos),), shape_dirs=(str(shapes),))
+    fresh = load_assets(config, progress=False)
+    (cache_file,) = (tmp_path / "home" / "composite_assets").glob("assets-*.pkl")
+    # What an older layout wrote: a pickle naming a module that no longer exists.
+    cache_file.write_bytes(b"chfan.data\nAssets\n.")
+    rebuilt = load_assets(config, progress=False)
+    assert len(rebuilt.photos) == len(fresh.photos) == 1 and len(rebuilt.shapes) == len(fresh.shapes) == 1
+    assert np.array_equal(rebuilt.photos[0], fresh.photos[0]) and np.array_equal(rebuilt.shapes[0], fresh.shapes[0])
+    with open(cache_file, "rb") as handle:
+        assert type(pickle.load(handle)) is dict
+    cached = load_assets(config, progress=False)
+    assert np.array_equal(cached.shapes[0], fresh.shapes[0])

@@ -1,3 +1,8 @@
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -216,3 +221,53 @@ def test_camera_motion_removal_is_a_flow_setting_of_prepare(tmp_path):
     assert flow_file.read_bytes() != FlatLayout(raw).flow_path("val", "clip", 0).read_bytes()
     # another camera setting is another output: the rerun redoes the video
     assert prepare_video(tmp_path / "clip", residual, ULTRAFAST, fps=10).videos_skipped == 0
+
+
+def _children(pid):
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process tree from Linux's /proc")
+def test_workers_stop_when_prepare_is_killed(tmp_path):
+    """kill -9 of `hfan prepare --workers 2` leaves no worker writing on; the rerun completes the dataset."""
+    source = shared_path("data/davis16_mini")
+    root = tmp_path / "davis"
+    for folder in ("JPEGImages", "Annotations"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "480p").symlink_to(source / folder / "480p")
+    (root / "ImageSets" / "2016").mkdir(parents=True)
+    (root / "ImageSets" / "2016" / "val.txt").write_text("\n".join(DAVIS_MINI) + "\n")
+    out = tmp_path / "prepared"
+    command = [sys.executable, "-m", "hfan", "prepare", "davis", "--davis-root", str(root), "--out", str(out),
+               "--splits", "val", "--workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while len(list(out.glob("flow/val/*.jpg"))) < 4 and time.time() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        workers = _children(process.pid)
+        assert process.poll() is None and workers, "prepare ended before it was killed"
+    finally:
+        process.kill()
+        process.wait()
+    at_kill = len(list(out.rglob("*")))
+    deadline = time.time() + 10
+    while any(_alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers), "a worker outlived its killed parent by 10 s"
+    # Each worker may finish the sample it was writing (frame, flow, mask), not the rest of its video.
+    assert len(list(out.rglob("*"))) - at_kill <= 3 * len(workers), "workers went on writing after the kill"
+    assert main(["prepare", "davis", "--davis-root", str(root), "--out", str(out), "--splits", "val",
+                 "--workers", "2"]) == 0
+    assert len(list(out.glob("flow/val/*.jpg"))) == sum(DAVIS_MINI.values())

@@ -275,3 +275,22 @@ def test_eval_davis_warns_on_soft_probability_maps(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert evaluate_davis(tmp_path / "pred", tmp_path / "gt", workers=1, progress=False).summary()["J-Mean"] == 1
+
+
+def test_infer_refuses_a_partly_prepared_dataset(frames, tmp_path, capsys, no_model):
+    """A prepare that was interrupted leaves frames of a video without its record: infer says so and how to
+    finish, before the model loads; a dataset without hfan's records (another tool's) is not checked."""
+    from hfan.datasets.prepare import prepare_video, record_path
+
+    out = tmp_path / "prepared"
+    prepare_video(frames, out, name="clip")
+    record_path(out, "val", "clip").unlink()  # what a kill in the middle of the video leaves
+    command = ["infer", "--checkpoint", str(tmp_path / "any.pth"), "--data", str(out), "--out", str(tmp_path / "p")]
+    (tmp_path / "any.pth").write_bytes(b"never loaded")
+    capsys.readouterr()
+    _fails(command, capsys, "'clip'", "not completely prepared", "rerun the same `hfan prepare`")
+    prepare_video(frames, out, name="clip")
+    (out / "frame" / "val" / "clip_00005.jpg").unlink()
+    (out / "flow" / "val" / "clip_00005.jpg").unlink()
+    capsys.readouterr()
+    _fails(command, capsys, "'clip'", "holds 5 frames", "recorded 6")

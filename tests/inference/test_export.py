@@ -18,9 +18,18 @@ def test_onnx_matches_pytorch_with_a_dynamic_batch(tmp_path):
 
 
 def test_export_cli_and_its_errors(tmp_path, capsys):
-    assert main(["export", "onnx", "--model", "hfan-b0", "--options", "decode_head.select_method=fat",
-                 "--out", str(tmp_path / "fat.onnx"), "--size", "64x64"]) == 0
+    assert main(["export", "onnx", "--model", "hfan-b0", "--random-weights", "--options",
+                 "decode_head.select_method=fat", "--out", str(tmp_path / "fat.onnx"), "--size", "64x64"]) == 0
     assert "matches PyTorch" in capsys.readouterr().out
-    assert main(["export", "onnx", "--model", "hfan-b0", "--out", str(tmp_path / "x.onnx"), "--size", "60x64"]) == 2
+    assert main(["export", "onnx", "--model", "hfan-b0", "--random-weights", "--out", str(tmp_path / "x.onnx"),
+                 "--size", "60x64"]) == 2
     assert "multiples of 32" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+    # random weights only when asked in so many words
+    assert main(["export", "onnx", "--model", "hfan-b0", "--out", str(tmp_path / "y.onnx"), "--size", "64x64"]) == 2
+    assert "--random-weights" in capsys.readouterr().err and not (tmp_path / "y.onnx").exists()
+
+
+def test_export_onnx_defaults_to_the_packaged_model(tmp_path, capsys):
+    assert main(["export", "onnx", "--out", str(tmp_path / "default.onnx"), "--size", "128x128"]) == 0
+    assert "matches PyTorch" in capsys.readouterr().out and (tmp_path / "default.onnx").is_file()

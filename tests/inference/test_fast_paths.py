@@ -54,6 +54,16 @@ def test_onnx_backend_equals_the_faithful_path(model, pairs):
     assert list(onnx.network.sessions) == [(64, 64)], "one exported graph serves every window"
 
 
+def test_onnx_backend_serves_the_flow_only_default_model(pairs):
+    """The exporter drops the frame input of a `select_method=fw` model; the backend feeds what the graph reads."""
+    pytest.importorskip("onnxruntime")
+    default = load_model("default")
+    onnx = Predictor(default, SMALL_SLIDE, backend="onnx", max_batch=4)
+    (only_input,) = onnx.network.session(64, 64).get_inputs()
+    assert only_input.name == "flow"
+    _assert_same_prediction(onnx, Predictor(default, SMALL_SLIDE, max_batch=1), *pairs)
+
+
 def test_compiled_path_pads_chunks_to_one_shape_and_compiles_once(model, pairs):
     graphs = []
 

@@ -10,6 +10,7 @@ import torch
 
 from hfan import Predictor, build_model, get_preset, load_model, save_checkpoint
 from hfan.cli import main
+from hfan.datasets.layouts import FlatLayout
 from hfan.io.images import write_image
 from hfan.evaluation.predict import InferReport
 from hfan.inference.predictor import default_device, default_max_batch, load_predictor
@@ -64,6 +65,9 @@ def test_hfan_infer_builds_the_predictor_python_builds(checkpoint, monkeypatch, 
         return InferReport(0, 0, 0.0, 0.0)
 
     monkeypatch.setattr(predict, "infer_dataset", capture)
+    layout = FlatLayout(tmp_path / "data")  # one prepared frame: infer_dataset itself is replaced
+    write_image(layout.frame_path("val", "clip", 0), np.zeros((8, 8, 3), np.uint8))
+    write_image(layout.flow_path("val", "clip", 0), np.zeros((8, 8, 3), np.uint8))
     assert main(["infer", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "data"), "--out",
                  str(tmp_path / "out"), "--batch-size", "2"]) == 0
     [(predictor, batch_size)] = built

@@ -112,7 +112,7 @@ class _EmptyFileWriter:
 @pytest.mark.parametrize("free, cause", [(0, "no space left on {folder}: free space and rerun"),
                                          (10**12, "the video writer failed silently")])
 def test_video_writer_that_cannot_finish_fails_and_leaves_nothing(tmp_path, monkeypatch, free, cause):
-    path = tmp_path / "out" / "overlay.mp4"
+    path = tmp_path / "out" / "overlay.avi"  # avi: OpenCV's writer (mp4 goes through PyAV, tested below)
     monkeypatch.setattr("hfan.io.video.cv2.VideoWriter", _EmptyFileWriter)
     monkeypatch.setattr("hfan.io.video.shutil.disk_usage", lambda folder: Usage(10**12, 10**12 - free, free))
     message = re.escape(f"{path}: " + cause.format(folder=path.parent) + " (0 of 3 frames could be read back")
@@ -176,6 +176,19 @@ _ON_TINY_TMPFS = textwrap.dedent("""
                 writer.write(rng.integers(0, 256, (240, 320, 3), np.uint8))
     except ValueError as error:
         results["video"] = str(error)
+    try:  # the same as H.264 through PyAV
+        with VideoWriter(folder / "overlay.mp4", fps=10) as writer:
+            for _ in range(40):
+                writer.write(rng.integers(0, 256, (240, 320, 3), np.uint8))
+    except ValueError as error:
+        results["h264"] = str(error)
+    import torch
+    from hfan import build_model, get_preset, save_checkpoint
+
+    try:  # a 16 MB checkpoint: torch.save given a path would say "unexpected pos ..."
+        save_checkpoint(folder / "model.pth", build_model("hfan-b0"), get_preset("hfan-b0"))
+    except ValueError as error:
+        results["checkpoint"] = str(error)
     results["left"] = sorted(p.name for p in folder.iterdir())
     print(json.dumps(results))
 """)
@@ -187,6 +200,7 @@ def _tiny_tmpfs_command(folder, *command):
 
 
 def test_real_full_tmpfs(tmp_path):
+    """Images, videos and checkpoints written onto a real 256 kB file system."""
     folder = tmp_path / "tiny"
     folder.mkdir()
     if shutil.which("unshare") is None:
@@ -201,4 +215,7 @@ def test_real_full_tmpfs(tmp_path):
     assert results["image"] == (f"cannot write {folder / 'big.png'}: no space left on {folder}: "
                                 f"free space and rerun")
     assert results["video"].startswith(f"{folder / 'overlay.avi'}: no space left on {folder}: free space and rerun")
+    assert results["h264"].startswith(f"{folder / 'overlay.mp4'}: no space left on {folder}: free space and rerun")
+    assert results["checkpoint"] == (f"cannot write {folder / 'model.pth'}: no space left on {folder}: "
+                                     f"free space and rerun")
     assert results["left"] == ["small.txt"]  # no partial file under a final name, no temporary file

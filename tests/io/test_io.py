@@ -168,6 +168,37 @@ def test_video_writer_keeps_fps_and_frames(tmp_path, suffix):
     assert np.abs(decoded[5].astype(int) - frames[5]).mean() < 6  # lossy codecs, smooth content
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
+def test_mp4_is_h264_that_browsers_play_with_every_frame_decodable(tmp_path, suffix):
+    """H.264 in yuv420p (the only layout every browser decodes), odd sizes padded to even, the source's rate."""
+    import av
+
+    frames = [_smooth_frame(seed, 95, 127) for seed in range(9)]
+    path = tmp_path / f"overlay{suffix}"
+    with VideoWriter(path, fps=29.97) as writer:
+        for frame in frames:
+            writer.write(frame)
+    assert writer.codec == "h264"
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
+        assert (stream.width, stream.height) == (128, 96)
+        assert float(stream.average_rate) == pytest.approx(29.97, abs=1e-3)
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    assert len(decoded) == 9
+    assert np.abs(decoded[4][:95, :127].astype(int) - frames[4]).mean() < 4
+
+
+def test_without_libx264_mp4_falls_back_to_mpeg4_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr("hfan.io.video.h264_available", lambda: False)
+    with pytest.warns(UserWarning, match="browsers do not play"):
+        writer = VideoWriter(tmp_path / "overlay.mp4", fps=10)
+    with writer:
+        for seed in range(3):
+            writer.write(_smooth_frame(seed))
+    assert writer.codec == "mp4v" and len(list(open_frames(tmp_path / "overlay.mp4"))) == 3
+
+
 def test_video_writer_failure_leaves_nothing(tmp_path):
     path = tmp_path / "broken.mp4"
     with pytest.raises(ValueError, match="is 100x96, the video is 128x96"):

@@ -154,8 +154,9 @@ def load_assets(config: CompositeConfig, progress: bool = True, cache: bool = Tr
                                   for p in photos + shapes])).encode()).hexdigest()[:16]
     cache_file = _cache_dir() / f"assets-{digest}.pkl"
     if cache and cache_file.is_file():
-        with open(cache_file, "rb") as handle:
-            return pickle.load(handle)
+        cached = _read_cache(cache_file)
+        if cached is not None:
+            return cached
     loaded_photos = [p for p in (_load_photo(f) for f in tqdm(photos, desc="photos", disable=not progress))
                      if p is not None]
     order = np.random.default_rng(0).permutation(len(shapes))  # a seeded subset spread over all categories
@@ -172,8 +173,23 @@ def load_assets(config: CompositeConfig, progress: bool = True, cache: bool = Tr
     if cache:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache_file) as temporary, open(temporary, "wb") as handle:
-            pickle.dump(assets, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            # Plain lists and arrays, not the Assets class: a cache must survive this module moving.
+            pickle.dump({"photos": assets.photos, "shapes": assets.shapes, "source": assets.source}, handle,
+                        protocol=pickle.HIGHEST_PROTOCOL)
     return assets
+
+
+def _read_cache(cache_file: Path) -> Assets | None:
+    """The cached assets, or None when the file is unreadable or was written by another layout of the package
+    (then they are decoded again and the cache rewritten)."""
+    try:
+        with open(cache_file, "rb") as handle:
+            cached = pickle.load(handle)
+    except (OSError, EOFError, ImportError, AttributeError, pickle.UnpicklingError):
+        return None
+    if not isinstance(cached, dict) or set(cached) != {"photos", "shapes", "source"}:
+        return None
+    return Assets(cached["photos"], cached["shapes"], cached["source"])
 
 
 # ----------------------------------------------------------------------------------------------- rendering

@@ -57,7 +57,7 @@ class SegmentOutput:
 
     root: Path
     RECORD = "hfan-segment.json"  # what made the outputs: input, weights, options
-    FOLDERS = ("masks", "probabilities", "flow")
+    FOLDERS = ("masks", "probabilities", "flow", "cutouts")
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
@@ -73,6 +73,11 @@ class SegmentOutput:
         return self.root / "overlay.mp4"
 
     @property
+    def cutout_video_path(self) -> Path:
+        """The object on a green background (H.264 has no alpha channel; the RGBA PNGs in `cutouts/` have)."""
+        return self.root / "cutout.mp4"
+
+    @property
     def record_path(self) -> Path:
         return self.root / self.RECORD
 
@@ -85,11 +90,14 @@ class SegmentOutput:
     def flow_path(self, name: str) -> Path:
         return self.root / "flow" / f"{name}.jpg"
 
+    def cutout_path(self, name: str) -> Path:
+        return self.root / "cutouts" / f"{name}.png"
+
     def existing(self) -> list[Path]:
         """The outputs (and temporary files of interrupted writers) already in the folder."""
         if not self.root.is_dir():
             return []
-        names = {*self.FOLDERS, self.overlay_path.name, self.RECORD}
+        names = {*self.FOLDERS, self.overlay_path.name, self.cutout_video_path.name, self.RECORD}
         return sorted(p for p in self.root.iterdir() if p.name in names or is_temp_path(p))
 
 

@@ -16,7 +16,10 @@ from __future__ import annotations
 import functools
 import json
 import multiprocessing
+import os
 import re
+import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +127,28 @@ def read_record(out: str | Path, split: str, video: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: {video} of split {split} was not (completely) prepared")
     return json.loads(path.read_text())
+
+
+def check_prepared(root: str | Path, split: str, samples: Iterable) -> None:
+    """A dataset that `hfan prepare` made (it has a record folder for the split) is used only when every video
+    among `samples` was finished: a ValueError naming the first unfinished one otherwise. Datasets made by other
+    tools hold no records and are not checked."""
+    records = Path(root) / RECORD_DIR / split
+    if not records.is_dir():
+        return
+    frames: dict[str, list[int]] = {}
+    for sample in samples:
+        frames.setdefault(sample.video, []).append(sample.index)
+    for video, indices in frames.items():
+        path = record_path(root, split, video)
+        if not path.is_file():
+            raise ValueError(f"{root}: video {video!r} of split {split!r} is not completely prepared (hfan prepare "
+                             f"was interrupted, {path} is missing): rerun the same `hfan prepare` command to "
+                             "finish it")
+        recorded = json.loads(path.read_text()).get("indices", [])
+        if sorted(indices) != sorted(recorded):
+            raise ValueError(f"{root}: video {video!r} of split {split!r} holds {len(indices)} frames but "
+                             f"`hfan prepare` recorded {len(recorded)} ({path}): rerun `hfan prepare` to redo it")
 
 
 def _outputs(out: Path, split: str, video: str, index: int, masks: bool, raw: bool) -> list[Path]:
@@ -253,8 +278,17 @@ def _prepare_in_worker(arguments) -> tuple[str, int, bool]:
     return job.video, count, skipped
 
 
-def _init_worker() -> None:
+def _init_worker(parent_pid: int) -> None:
     cv2.setNumThreads(1)  # the processes already use every core
+    # A pool's workers outlive a parent killed with SIGKILL and would finish their videos unseen: each one
+    # watches its parent and exits when it is gone (its files are written atomically; a rerun resumes).
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent_pid: int, interval: float = 0.2) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def run_jobs(jobs: list[VideoJob], out: str | Path, settings: FlowSettings, workers: int = 1,
@@ -268,6 +302,8 @@ def run_jobs(jobs: list[VideoJob], out: str | Path, settings: FlowSettings, work
     for split in {job.split for job in jobs}:
         for folder in (FRAME_DIR, FLOW_DIR, MASK_DIR, RAW_FLOW_DIR, RECORD_DIR):
             remove_temp_files(out / folder / split)
+        # Made before any frame, so that a user of a partly prepared split can tell it is unfinished.
+        (out / RECORD_DIR / split).mkdir(parents=True, exist_ok=True)
     report = PrepareReport(out)
     expected = sum(len(job.samples) or job.expected_frames or 0 for job in jobs)
 
@@ -291,7 +327,7 @@ def run_jobs(jobs: list[VideoJob], out: str | Path, settings: FlowSettings, work
         else:
             # spawn, not fork: a forked child of a process that has started torch or OpenCV threads can hang.
             context = multiprocessing.get_context("spawn")
-            with context.Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
+            with context.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(os.getpid(),)) as pool:
                 arguments = [(job, out, settings) for job in jobs]
                 for video, count, skipped in pool.imap_unordered(_prepare_in_worker, arguments):
                     bar.update(count)

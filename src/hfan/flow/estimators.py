@@ -146,6 +146,16 @@ def raft_padding(height: int, width: int) -> tuple[int, int, int, int]:
     return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
 
 
+def raft_weights_cached(variant: str, weights: str = RAFT_DEFAULT_WEIGHTS) -> bool:
+    """Whether torchvision's RAFT weights `weights` of `variant` are in torch's cache (no download needed)."""
+    import torch
+    from torchvision.models import optical_flow
+
+    enum = {"raft_small": optical_flow.Raft_Small_Weights, "raft_large": optical_flow.Raft_Large_Weights}[variant]
+    url = enum[weights].url
+    return (Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]).is_file()
+
+
 def load_raft(variant: str, weights: str | Path | None):
     """A torchvision RAFT model with weights from a file, an enum name (downloaded once to torch's cache), or
     random weights (`None`)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from hfan.inference.export import export_onnx, onnx_session
+from hfan.inference.export import export_onnx, onnx_session, run_session
 
 
 def compile_segmentor(model: torch.nn.Module, device: torch.device, backend="inductor", mode: str | None = None):
@@ -50,5 +50,4 @@ class OnnxSegmentor:
 
     def __call__(self, frames: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
         session = self.session(*frames.shape[2:])
-        logits = session.run(None, {"frame": frames.float().cpu().numpy(), "flow": flows.float().cpu().numpy()})[0]
-        return torch.from_numpy(logits)
+        return torch.from_numpy(run_session(session, frames, flows))

@@ -159,11 +159,15 @@ def read_gray(path: str | Path) -> np.ndarray:
 
 
 def write_image(path: str | Path, image: np.ndarray, jpeg_quality: int = JPEG_QUALITY) -> None:
-    """RGB HxWx3 or grey HxW uint8 image; the format comes from the extension."""
+    """RGB HxWx3, RGBA HxWx4 (PNG keeps the alpha) or grey HxW uint8 image; the format comes from the
+    extension."""
     image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise ValueError(f"{path}: expected a uint8 HxW or HxWx3 image, got {image.dtype} {image.shape}")
-    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise ValueError(f"{path}: expected a uint8 HxW, HxWx3 or HxWx4 image, got {image.dtype} {image.shape}")
+    if image.ndim == 2:
+        pixels = image
+    else:
+        pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     suffix = Path(path).suffix.lower()
     params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if suffix in (".jpg", ".jpeg") else []
     try:
@@ -195,6 +199,28 @@ def overlay_mask(frame: np.ndarray, mask: np.ndarray, color: tuple[int, int, int
     out = frame.copy()
     tinted = (1 - alpha) * frame[mask].astype(np.float32) + alpha * np.asarray(color, np.float32)
     out[mask] = np.clip(np.rint(tinted), 0, 255).astype(np.uint8)
+    return out
+
+
+CUTOUT_GREEN = (0, 177, 64)  # chroma-key green: video editors key it out
+
+
+def cutout_rgba(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The frame as RGBA, opaque on the mask and fully transparent elsewhere."""
+    mask = np.asarray(mask).astype(bool)
+    if mask.shape != frame.shape[:2]:
+        raise ValueError(f"mask {mask.shape} and frame {frame.shape[:2]} differ in size")
+    return np.dstack([frame, mask.astype(np.uint8) * np.uint8(255)])
+
+
+def cutout_on_colour(frame: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = CUTOUT_GREEN) -> np.ndarray:
+    """The frame's pixels on the mask, `colour` elsewhere: the cut-out for a video codec without alpha."""
+    mask = np.asarray(mask).astype(bool)
+    if mask.shape != frame.shape[:2]:
+        raise ValueError(f"mask {mask.shape} and frame {frame.shape[:2]} differ in size")
+    out = np.empty_like(frame)
+    out[...] = np.asarray(colour, np.uint8)
+    out[mask] = frame[mask]
     return out
 
 

@@ -23,17 +23,22 @@ stops after `frame_count` frames, and a decoder that ends before them raises an 
 `allow_partial`, the frames it gave are kept). Known limit: damage inside a frame's data that neither the
 container nor the demuxer notices is decoded as the codec conceals it.
 
-Writing: `VideoWriter` writes a temporary name, then on `close()` opens it again and counts its decodable
+Writing: `VideoWriter` encodes mp4 / mov / mkv as H.264 (yuv420p, even sizes) through PyAV's libx264, what
+browsers play; OpenCV's MPEG-4 part 2 is the fallback where PyAV lacks libx264 (with a warning). It writes a
+temporary name, then on `close()` opens it again and counts its decodable
 frames; only a complete video is renamed to its final name. Otherwise (a full disk, a writer that failed
 silently: OpenCV's writer reports no error) the temporary file is removed and the error names the path.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -240,10 +245,23 @@ def _is_full(folder: Path) -> bool:
         return False
 
 
+def h264_available() -> bool:
+    """Whether PyAV can encode H.264 (its wheels carry libx264; a source build may not)."""
+    try:
+        av.codec.Codec("libx264", "w")
+        return True
+    except Exception:  # PyAV raises its own error types for an unknown codec
+        return False
+
+
 class VideoWriter:
-    """RGB frames to a video file (mp4, mov, mkv: MPEG-4 part 2; avi: MJPEG) at a given frame rate, atomically:
-    the frames go to a temporary file that replaces `path` on `close()` once it has been read back complete; an
-    error inside `with`, or an incomplete file, removes it."""
+    """RGB frames to a video file at a given frame rate, atomically: the frames go to a temporary file that
+    replaces `path` on `close()` once it has been read back complete; an error inside `with`, or an incomplete
+    file, removes it.
+
+    mp4, mov, mkv: H.264 (yuv420p, what browsers play) through PyAV's libx264, odd sizes padded by one edge
+    pixel; where PyAV has no libx264, OpenCV's MPEG-4 part 2 (`codec` says "mp4v"; browsers do not play it) with
+    a warning. avi: MJPEG through OpenCV."""
 
     def __init__(self, path: str | Path, fps: float):
         self.path = Path(path)
@@ -255,32 +273,92 @@ class VideoWriter:
         self.frames_written = 0
         self._temp = temp_path(self.path)
         self._writer: cv2.VideoWriter | None = None
+        self._container = None
+        self._stream = None
         self._size: tuple[int, int] | None = None
+        fourcc = _FOURCC[self.path.suffix.lower()]
+        if fourcc == "mp4v" and h264_available():
+            self.codec = "h264"
+        else:
+            self.codec = fourcc.lower().replace("mjpg", "mjpeg")
+            if fourcc == "mp4v":
+                warnings.warn(f"{self.path}: PyAV has no libx264 encoder, so this video is MPEG-4 part 2 "
+                              "(mp4v), which browsers do not play: install PyAV's wheel (pip install av)")
+
+    @property
+    def _open(self) -> bool:
+        return self._writer is not None or self._container is not None
 
     def write(self, frame: np.ndarray) -> None:
         size = (frame.shape[1], frame.shape[0])
-        if self._writer is None:
+        if not self._open:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fourcc = cv2.VideoWriter_fourcc(*_FOURCC[self.path.suffix.lower()])
-            self._writer = cv2.VideoWriter(str(self._temp), fourcc, self.fps, size)
-            if not self._writer.isOpened():
-                self.abort()
-                if _is_full(self.path.parent):
-                    raise ValueError(f"{self.path}: no space left on {self.path.parent}: free space and rerun")
-                raise ValueError(f"{self.path}: OpenCV cannot open a video writer for it")
             self._size = size
+            if self.codec == "h264":
+                self._guarded(self._open_h264, size)
+            else:
+                self._open_opencv(size)
         elif size != self._size:
             raise ValueError(f"{self.path}: frame {self.frames_written} is {size[0]}x{size[1]}, the video is "
                              f"{self._size[0]}x{self._size[1]}")
-        self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        if self.codec == "h264":
+            self._guarded(self._encode, frame)
+        else:
+            self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         self.frames_written += 1
+
+    def _open_opencv(self, size: tuple[int, int]) -> None:
+        fourcc = cv2.VideoWriter_fourcc(*_FOURCC[self.path.suffix.lower()])
+        self._writer = cv2.VideoWriter(str(self._temp), fourcc, self.fps, size)
+        if not self._writer.isOpened():
+            self.abort()
+            if _is_full(self.path.parent):
+                raise ValueError(f"{self.path}: no space left on {self.path.parent}: free space and rerun")
+            raise ValueError(f"{self.path}: OpenCV cannot open a video writer for it")
+
+    def _open_h264(self, size: tuple[int, int]) -> None:
+        # faststart puts the index first, so that a browser starts playing before the whole file has arrived
+        options = {"movflags": "+faststart"} if self.path.suffix.lower() in (".mp4", ".mov") else {}
+        self._container = av.open(str(self._temp), mode="w", options=options)
+        self._stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+        self._stream.width, self._stream.height = size[0] + size[0] % 2, size[1] + size[1] % 2
+        self._stream.pix_fmt = "yuv420p"  # 4:2:0 needs even sizes; the only chroma layout every browser decodes
+        self._stream.options = {"crf": "20", "preset": "veryfast"}
+
+    def _encode(self, frame: np.ndarray | None) -> None:
+        if frame is not None:
+            height, width = frame.shape[:2]
+            if width % 2 or height % 2:
+                frame = cv2.copyMakeBorder(frame, 0, height % 2, 0, width % 2, cv2.BORDER_REPLICATE)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def _finish_h264(self) -> None:
+        self._encode(None)  # flush the encoder's delayed frames
+        self._container.close()
+
+    def _guarded(self, step, *arguments) -> None:
+        """FFmpeg's errors (a full disk among them) as one line naming the file; the temporary file removed."""
+        try:
+            step(*arguments)
+        except (av.error.FFmpegError, OSError) as error:
+            full = _is_full(self.path.parent) or getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+            self.abort()
+            if full:
+                raise ValueError(f"{self.path}: no space left on {self.path.parent}: free space and rerun") from None
+            raise ValueError(f"{self.path}: the H.264 encoder failed: {error}") from None
 
     def close(self) -> None:
         """Finish the file, read it back, and give it its final name only when it holds every frame written."""
-        if self._writer is None:
+        if not self._open:
             raise ValueError(f"{self.path}: no frame was written")
-        self._writer.release()
-        self._writer = None
+        if self._container is not None:
+            self._guarded(self._finish_h264)
+            self._container = self._stream = None
+        else:
+            self._writer.release()
+            self._writer = None
         decodable = count_decodable_frames(self._temp) if self._temp.exists() else 0
         if decodable != self.frames_written:
             full = _is_full(self.path.parent)  # before removing the temporary file frees its space
@@ -295,6 +373,12 @@ class VideoWriter:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+        if self._container is not None:
+            try:
+                self._container.close()
+            except (av.error.FFmpegError, OSError):
+                pass  # the file is removed anyway
+            self._container = self._stream = None
         self._temp.unlink(missing_ok=True)
 
     def __enter__(self) -> "VideoWriter":

@@ -229,8 +229,21 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: ModelConf
     payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": config.to_dict(),
                "state_dict": module.state_dict(), **extra}
     with atomic_path(path) as temporary:
-        torch.save(payload, temporary)
+        _save(payload, temporary)
     return path
+
+
+def _save(payload: dict, path: Path) -> None:
+    # Through a Python file object, so that a full disk is the OSError (ENOSPC) that atomic_path turns into one
+    # line: torch reports it as an opaque RuntimeError ("unexpected pos ..."), raised while closing the archive
+    # after the OSError of the write, which it keeps only as the context.
+    with open(path, "wb") as handle:
+        try:
+            torch.save(payload, handle)
+        except RuntimeError as error:
+            if isinstance(error.__context__, OSError):
+                raise error.__context__ from None
+            raise
 
 
 def export_weights(source: str | os.PathLike, out: str | os.PathLike, half: bool = True,
@@ -254,7 +267,7 @@ def export_weights(source: str | os.PathLike, out: str | os.PathLike, half: bool
                "model_card": model_card_data}
     out = Path(out)
     with atomic_path(out) as temporary:
-        torch.save(payload, temporary)
+        _save(payload, temporary)
         load_model(temporary)  # the file loads strictly, or it is not written
     return out
 
