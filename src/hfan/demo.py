@@ -15,6 +15,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hfan.files import atomic_path
 from hfan.presets import DEFAULT_MODEL, checkpoint_cache
 
 # Only what the CLI's parser needs is imported at the top: `hfan --help` does not load OpenCV or torch.
@@ -107,11 +108,9 @@ class JobResult:
 def run_job(upload: str | os.PathLike, settings: DemoSettings, model: str = DEFAULT_MODEL_LABEL,
             flow: str = "the model's own (DIS)", aug_test: bool = False, progress: bool = True) -> JobResult:
     """One demo job: the upload checked, then `segment_file` into a new folder with the overlay, the cut-out,
-    the probabilities and a zip of the masks. Raises ValueError / FileNotFoundError for a bad upload."""
-    from hfan.datasets.layouts import SegmentOutput
-    from hfan.io.video import open_frames
-    from hfan.segment import segment_file
-
+    the probabilities and a zip of the masks; a failed job removes its folder. Raises ValueError for a bad upload,
+    naming it as uploaded. Like `hfan segment`, it tunes glibc's allocator (process-wide,
+    hfan.inference.malloc)."""
     models, flows = model_choices(settings), flow_choices()
     if model not in models:
         raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(models)}")
@@ -120,20 +119,36 @@ def run_job(upload: str | os.PathLike, settings: DemoSettings, model: str = DEFA
     root = Path(settings.workdir) if settings.workdir is not None else Path(tempfile.gettempdir()) / "hfan-demo"
     root.mkdir(parents=True, exist_ok=True)
     job = Path(tempfile.mkdtemp(prefix="job-", dir=root))
+    try:
+        return _segment_upload(upload, job, settings, models[model], model, flows[flow], flow, aug_test, progress)
+    except BaseException:
+        shutil.rmtree(job, ignore_errors=True)  # a failed job leaves nothing behind
+        raise
+
+
+def _segment_upload(upload, job: Path, settings: DemoSettings, checkpoint: str, model: str,
+                    flow_setting: tuple[str | None, dict | None], flow: str, aug_test: bool, progress: bool) -> JobResult:
+    from hfan.datasets.layouts import SegmentOutput
+    from hfan.io.video import open_frames
+    from hfan.segment import segment_file
+
     source = unpack_upload(upload, job)
-    video = open_frames(source)  # the probe: not a video, broken, ... raise here, before the model loads
-    if video.frame_count is not None and video.frame_count > settings.max_frames:
-        raise ValueError(f"{Path(upload).name} has {video.frame_count} frames; this demo takes at most "
-                         f"{settings.max_frames} (start it with --max-frames N, or segment it with hfan segment)")
-    method, flow_options = flows[flow]
-    out, timings = segment_file(video.path, job / "result", models[model], flow=method, flow_options=flow_options,
-                                aug_test=aug_test, save_probabilities=True, cutout=True, progress=progress,
-                                tune_allocator=True)
+    try:
+        video = open_frames(source)  # the probe: not a video, broken, ... raise here, before the model loads
+        if video.frame_count is not None and video.frame_count > settings.max_frames:
+            raise ValueError(f"{source} has {video.frame_count} frames; this demo takes at most "
+                             f"{settings.max_frames} (start it with --max-frames N, or segment it with hfan segment)")
+        method, flow_options = flow_setting
+        out, timings = segment_file(video.path, job / "result", checkpoint, flow=method, flow_options=flow_options,
+                                    aug_test=aug_test, save_probabilities=True, cutout=True, progress=progress,
+                                    tune_allocator=True)
+    except (ValueError, FileNotFoundError) as error:  # named as the user knows it, not by the server's copy
+        raise ValueError(str(error).replace(str(source), Path(upload).name)) from None
     layout = SegmentOutput(out)
     masks = sorted((out / "masks").glob("*.png"))
     masks_zip = out / "masks.zip"
-    with zipfile.ZipFile(masks_zip, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
-        for mask in masks:
+    with atomic_path(masks_zip) as temp, zipfile.ZipFile(temp, "w", zipfile.ZIP_STORED) as archive:
+        for mask in masks:  # stored: PNGs are compressed already
             archive.write(mask, f"masks/{mask.name}")
     summary = (f"{timings.frames} frames segmented in {timings.wall_seconds:.1f} s "
                f"({timings.frames_per_second:.2f} frames/s) with the {model} and {flow} flow"

@@ -301,3 +301,32 @@ def test_segment_video_applies_the_models_temporal_mean():
     smoothed = list(segment_video(frames, model, batch_size=2))
     assert np.allclose(smoothed[1].probability, np.mean([p.probability for p in plain[:3]], axis=0), atol=1e-6)
     assert np.array_equal(smoothed[1].mask, smoothed[1].probability > 0.5)
+
+
+def test_cutout_is_the_frame_on_the_mask_transparent_png_and_green_h264(checkpoint, tmp_path):
+    import av
+
+    from hfan.io.images import CUTOUT_GREEN
+
+    video = shared_path("data/videos/tree.avi")
+    out = tmp_path / "tree"
+    assert main(["segment", str(video), "--out", str(out), "--checkpoint", str(checkpoint), "--fast", "--cutout",
+                 "--end", "12", "--options", *SMALL]) == 0
+    masks = sorted((out / "masks").glob("*.png"))
+    cutouts = sorted((out / "cutouts").glob("*.png"))
+    assert [p.name for p in cutouts] == [p.name for p in masks] and len(masks) == 12
+    frames = list(open_frames(video))[:12]
+    for frame, mask_path, cutout_path in zip(frames, masks, cutouts):
+        rgba = cv2.cvtColor(cv2.imread(str(cutout_path), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
+        mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED) > 0
+        np.testing.assert_array_equal(rgba[..., 3], mask * 255)  # opaque exactly on the mask
+        np.testing.assert_array_equal(rgba[..., :3][mask], frame[mask])
+    with av.open(str(out / "cutout.mp4")) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 12
+    # Where the mask is empty the frame is the key colour (lossy H.264: within a few levels, away from edges).
+    mask = cv2.imread(str(masks[0]), cv2.IMREAD_UNCHANGED) > 0
+    background = cv2.erode((~mask).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert background.mean() > 0.3  # this checkpoint's mask leaves most of the frame out
+    assert np.abs(decoded[0][background].astype(int) - CUTOUT_GREEN).mean() < 6
