@@ -4,7 +4,7 @@ end-to-end frames/s once the model runs on a GPU.
     python benchmarks/host_speed.py [--repeats 15] [--threads 2]
 
 One 854x480 DAVIS frame pair (blackswan 0 -> 1; HFAN_SHARED overrides the shared folder). Each stage runs in a
-fresh process twice, glibc's allocator at its defaults and tuned (`hfan.perf.tune_malloc`, what the commands
+fresh process twice, glibc's allocator at its defaults and tuned (`hfan.inference.malloc.tune_malloc`, what the commands
 do), interleaved, median of --repeats calls after a warm-up. Stages, in pipeline order:
   decode        JPEG -> RGB (OpenCV)
   flow dis      OpenCV DIS medium, the default estimator (RAFT runs on the GPU there)

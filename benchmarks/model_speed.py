@@ -6,25 +6,32 @@
 
 Cases: one 512x512 window (frame + flow, logits out) and one DAVIS frame through the whole official test path
 (854x480 -> 928x512, 3 sliding windows, softmax at 854x480), for 1 and 4 frames per call. Variants:
-  faithful        one window per forward, as mmseg runs them; glibc's allocator at its defaults
-  batched         up to 8 windows per forward, as the hfan commands (4 DAVIS frames = 12 windows: 8 + 4)
-  malloc          faithful + hfan.perf.tune_malloc (what the hfan commands do by default)
-  malloc-batched  batched + tune_malloc
-  onnx            onnxruntime for the forward (CPU), windows batched, tune_malloc
+  faithful        the original's computation: one window per forward as mmseg runs them, the decoder's
+                  concatenation (HFANHead.concat_fuse), glibc's allocator at its defaults
+  batched         up to 8 windows per forward (4 DAVIS frames = 12 windows: 8 + 4), concatenation, glibc defaults
+  malloc          faithful + hfan.inference.malloc.tune_malloc
+  malloc-batched  batched + tune_malloc: the default of the commands before the decoder fold
+  unfolded        = malloc-batched (the default with the decoder fold turned off)
+  default         what `hfan segment`, `hfan infer`, `Predictor(model)` and `segment_video` run on the CPU:
+                  8 windows per forward, tune_malloc, the decoder fold (HFANHead.folded_fuse)
+  onnx            onnxruntime for the forward (CPU), windows batched, tune_malloc, the fold (exported in eval mode)
   compiled        (--compile) torch.compile: inductor + freezing on CPU (one window per forward), CUDA graphs on
-                  CUDA (12 windows per forward), tune_malloc
-  compiled-batched  (--compile, CPU) compiled with 3 windows per forward (one DAVIS frame), tune_malloc
+                  CUDA (12 windows per forward), tune_malloc, the fold
+  compiled-batched  (--compile, CPU) compiled with 3 windows per forward (one DAVIS frame), tune_malloc, the fold
   whole           the --fast mode: one whole-image forward at 928x512 (not the same output: a different method)
 glibc's allocator settings are per process and cannot be undone, so two worker processes hold the variants
 (defaults / tuned); the parent asks them in turn, one call at a time, so both see the same machine load.
 Random weights (speed does not depend on them). "max diff" is the largest difference from the faithful output:
-logits for window rows, foreground probability for frame rows. GFLOP from torch.utils.flop_counter. "% of 70" is
+logits for window rows, foreground probability for frame rows. GFLOP from torch.utils.flop_counter: "GFLOP /
+call" is the original's (faithful) count for every variant, so GFLOP/s is the original's work per second (the fold
+does less: "own GFLOP" is what a variant itself computes). "% of 70" is
 the share of the 70 GFLOP/s the issue measured as this machine's fp32 rate (--floor-gflops); "% of matmul" the
 share of a 2048x2048 fp32 matrix product timed in the same run, interleaved with the cases (the true peak).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import multiprocessing
 import os
@@ -33,19 +40,23 @@ import time
 
 import numpy as np
 import torch
+
+from hfan.presets import get_preset
 from torch.utils.flop_counter import FlopCounterMode
 
-# variant -> (tuned allocator, Predictor options); max_batch 8 is what the hfan commands use (max(8, --batch-size)).
+# variant -> (tuned allocator, decoder fold, Predictor options); max_batch 8 is what the hfan commands use.
 # One forward of all 12 windows of 4 DAVIS frames was slower on the CPU (2.6 s per frame against 1.4-1.8 s).
 VARIANTS = {
-    "faithful": (False, {"max_batch": 1}),
-    "batched": (False, {"max_batch": 8}),
-    "malloc": (True, {"max_batch": 1}),
-    "malloc-batched": (True, {"max_batch": 8}),
-    "onnx": (True, {"max_batch": 8, "backend": "onnx"}),
-    "compiled": (True, {"max_batch": 1, "compiled": True}),
-    "compiled-batched": (True, {"max_batch": 3, "compiled": True}),
-    "whole": (True, {"max_batch": 8, "whole": True}),
+    "faithful": (False, False, {"max_batch": 1}),
+    "batched": (False, False, {"max_batch": 8}),
+    "malloc": (True, False, {"max_batch": 1}),
+    "malloc-batched": (True, False, {"max_batch": 8}),
+    "unfolded": (True, False, {"max_batch": 8}),
+    "default": (True, True, {}),
+    "onnx": (True, True, {"max_batch": 8, "backend": "onnx"}),
+    "compiled": (True, True, {"max_batch": 1, "compiled": True}),
+    "compiled-batched": (True, True, {"max_batch": 3, "compiled": True}),
+    "whole": (True, True, {"max_batch": 8, "whole": True}),
 }
 CUDA_COMPILED = {"max_batch": 12, "compiled": True}  # 4 DAVIS frames = 12 windows: one padded chunk
 CUDA_MAX_BATCH = 48  # on a GPU the batched variants take all windows of 16 DAVIS frames in one forward
@@ -61,7 +72,7 @@ def make_cases(batches: list[int], device: torch.device) -> dict[str, tuple[int,
     for batch in batches:
         frames = list(rng.integers(0, 256, (batch, 480, 854, 3), dtype=np.uint8))
         flows = list(rng.integers(0, 256, (batch, 480, 854, 3), dtype=np.uint8))
-        cases[f"DAVIS frame 854x480, 3 windows, {batch} frame(s)"] = (batch, "frame", (frames, flows))
+        cases[f"DAVIS frame 854x480, {batch} frame(s)"] = (batch, "frame", (frames, flows))
     return cases
 
 
@@ -88,23 +99,28 @@ def worker(connection, tuned: bool, variants: list[str], args) -> None:
         from hfan.inference.malloc import tune_malloc
 
         tune_malloc()
-    from hfan.presets import get_preset
     from hfan.inference.predictor import Predictor
     from hfan.models import build_model
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = build_model(get_preset(args.preset)).eval().to(device)
+    folded = build_model(get_preset(args.preset)).eval().to(device)
+    unfolded = copy.deepcopy(folded)
+    unfolded.decode_head.fold_linear_fuse = False
     predictors = {}
     for name in variants:
-        options = dict(CUDA_COMPILED if device.type == "cuda" and name == "compiled" else VARIANTS[name][1])
+        _, fold, options = VARIANTS[name]
+        model = folded if fold else unfolded
+        options = dict(CUDA_COMPILED if device.type == "cuda" and name == "compiled" else options)
         if device.type == "cuda" and name in ("batched", "malloc-batched", "whole"):
             options["max_batch"] = CUDA_MAX_BATCH
         config = model.config.test
         if options.pop("whole", False):
             config = dataclasses.replace(config, mode="whole")
-        predictors[name] = Predictor(model, config, device=device, precision=args.precision, **options)
+        # The allocator is this worker's setting (tuned above or not), never the Predictor's own default.
+        predictors[name] = Predictor(model, config, device=device, precision=args.precision, tune_allocator=False,
+                                     **options)
     cases = make_cases(args.batch_list, device)
     while True:
         request = connection.recv()
@@ -145,9 +161,9 @@ def main() -> None:
                         help="fp32 matrix-product GFLOP/s of this CPU (70 on the 2 project cores)")
     args = parser.parse_args()
     args.batch_list = [int(b) for b in args.batches.split(",")]
-    default = ["faithful", "batched", "malloc", "malloc-batched", "onnx", "whole"]
+    default = ["faithful", "batched", "malloc", "unfolded", "default", "onnx", "whole"]
     if args.device.startswith("cuda"):
-        default = ["faithful", "batched", "malloc-batched", "whole"]
+        default = ["faithful", "batched", "malloc-batched", "default", "whole"]
     variants = args.variants.split(",") if args.variants else default + (["compiled"] if args.compile else [])
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or "faithful" not in variants:
@@ -157,7 +173,7 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     workers = {}
     for tuned in (False, True):
-        names = [v for v in variants if VARIANTS[v][0] == tuned]
+        names = [v for v in variants if VARIANTS[v][0] == tuned]  # (tuned, fold, options)
         if names:
             mine, theirs = context.Pipe()
             process = context.Process(target=worker, args=(theirs, tuned, names, args), daemon=True)
@@ -169,8 +185,9 @@ def main() -> None:
         return workers[name].recv()
 
     case_names = [f"window 512x512, {b} frame(s)" for b in args.batch_list]
-    case_names += [f"DAVIS frame 854x480, 3 windows, {b} frame(s)" for b in args.batch_list]
-    flops = {(v, c): ask(v, c, "flops") for v in ("faithful", "whole") if v in variants for c in case_names}
+    case_names += [f"DAVIS frame 854x480, {b} frame(s)" for b in args.batch_list]
+    counted = [v for v in ("faithful", "default", "whole") if v in variants]
+    flops = {(v, c): ask(v, c, "flops") for v in counted for c in case_names}
     first_call, difference = {}, {}
     for case in case_names:  # warm-up: first calls (compile, ONNX export) and the outputs for the check
         outputs = {}
@@ -195,24 +212,29 @@ def main() -> None:
         device_name = f"CPU ({os.cpu_count()} cores visible), {args.threads} threads"
     precision = args.precision or ("fp16" if args.device.startswith("cuda") else "fp32")
     peak = 2 * MATMUL_SIZE ** 3 / statistics.median(matmul) / 1e9
-    print(f"{args.preset} on {device_name}, {precision}, median of {args.repeats} runs after a warm-up; load "
+    test = get_preset(args.preset).test
+    test_path = ("whole image" if test.mode == "whole" else
+                 f"{test.crop_size}x{test.crop_size} windows at stride {test.stride}") + f", scale {test.img_scale}"
+    print(f"{args.preset} (DAVIS frames through its test path: {test_path}) on {device_name}, {precision}, median of {args.repeats} runs after a warm-up; load "
           f"average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after; fp32 {MATMUL_SIZE}^3 matmul "
           f"on the CPU {peak:.0f} GFLOP/s")
-    print(f"| case | variant | s / call | s / frame | vs faithful | GFLOP / call | GFLOP/s | % of {args.floor_gflops:.0f} "
-          "| % of matmul | max diff |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| case | variant | s / call | s / frame | vs faithful | GFLOP / call | own GFLOP | GFLOP/s "
+          f"| % of {args.floor_gflops:.0f} | % of matmul | max diff |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for case in case_names:
         frames = int(case.split(", ")[-1].split()[0])
         baseline = statistics.median(times["faithful", case])
         for name in variants:
             median = statistics.median(times[name, case])
             gflop = flops["whole" if name == "whole" else "faithful", case] / 1e9
+            own = flops.get((name if name == "whole" else "default" if VARIANTS[name][1] else "faithful", case))
+            own = "-" if own is None else f"{own / 1e9:.1f}"
             rate = gflop / median
             floor = ("- | -" if args.device.startswith("cuda")
                      else f"{100 * rate / args.floor_gflops:.0f} | {100 * rate / peak:.0f}")
             diff = "other method" if name == "whole" else f"{difference[name, case]:.1e}"
             print(f"| {case} | {name} | {median:.3f} | {median / frames:.3f} | {baseline / median:.2f}x | "
-                  f"{gflop:.1f} | {rate:.1f} | {floor} | {diff} |")
+                  f"{gflop:.1f} | {own} | {rate:.1f} | {floor} | {diff} |")
     slow_starts = {name: max(first_call[name, c] - statistics.median(times[name, c]) for c in case_names)
                    for name in variants}
     print("first-call overhead (compile / export), s: "

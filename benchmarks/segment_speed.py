@@ -72,11 +72,12 @@ def main() -> None:
             # the policy of hfan segment (hfan.inference.predictor.default_max_batch)
             predictor = Predictor(build_model(preset), device=device, frames_per_batch=args.batch_size)
             segment_to_folder(source, work / "warmup", predictor, estimator, batch_size=args.batch_size,
-                              progress=False)  # first-call costs (allocator, cuDNN autotuning)
+                              progress=False, overwrite=True)  # first-call costs (allocator, cuDNN autotuning)
             for _ in range(args.repeats):
                 for prefetch in (True, False):
                     timings = segment_to_folder(source, work / preset, predictor, estimator,
-                                                batch_size=args.batch_size, progress=False, prefetch=prefetch)
+                                                batch_size=args.batch_size, progress=False, prefetch=prefetch,
+                                                overwrite=True)  # each run replaces the last
                     runs.setdefault((preset, prefetch), []).append(timings)
     finally:
         shutil.rmtree(work, ignore_errors=True)

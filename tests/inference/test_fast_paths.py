@@ -1,6 +1,7 @@
 """Every fast path computes what the faithful path (one window per forward, eager PyTorch) computes."""
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -32,6 +33,13 @@ def pairs():
     return list(images[0]), list(images[1])
 
 
+def _faithful(model, config=None) -> Predictor:
+    """The original's computation: one window per forward, the decoder's concatenation (no fold)."""
+    original = copy.deepcopy(model)
+    original.decode_head.fold_linear_fuse = False
+    return Predictor(original, config, max_batch=1)
+
+
 def _assert_same_prediction(fast: Predictor, faithful: Predictor, frames, flows) -> None:
     """Logits within 1e-4 at the network input size; masks equal wherever the pixel is not a near-tie."""
     tensors = [faithful._prepare(images, faithful.config.img_scale) for images in (frames, flows)]
@@ -43,14 +51,21 @@ def _assert_same_prediction(fast: Predictor, faithful: Predictor, frames, flows)
 
 
 def test_batched_windows_equal_the_faithful_path(model, pairs):
-    _assert_same_prediction(Predictor(model, SMALL_SLIDE, max_batch=5), Predictor(model, SMALL_SLIDE, max_batch=1),
+    _assert_same_prediction(Predictor(model, SMALL_SLIDE, max_batch=5), _faithful(model, SMALL_SLIDE),
                             *pairs)
+
+
+def test_the_default_path_equals_the_faithful_path(model, pairs):
+    """What `Predictor(model)`, `segment_video` and the commands run: batched windows and the decoder fold."""
+    default = Predictor(model, SMALL_SLIDE)
+    assert default.max_batch == 8 and model.decode_head.fold_linear_fuse
+    _assert_same_prediction(default, _faithful(model, SMALL_SLIDE), *pairs)
 
 
 def test_onnx_backend_equals_the_faithful_path(model, pairs):
     pytest.importorskip("onnxruntime")
     onnx = Predictor(model, SMALL_SLIDE, backend="onnx", max_batch=4)
-    _assert_same_prediction(onnx, Predictor(model, SMALL_SLIDE, max_batch=1), *pairs)
+    _assert_same_prediction(onnx, _faithful(model, SMALL_SLIDE), *pairs)
     assert list(onnx.network.sessions) == [(64, 64)], "one exported graph serves every window"
 
 
@@ -61,7 +76,7 @@ def test_onnx_backend_serves_the_flow_only_default_model(pairs):
     onnx = Predictor(default, SMALL_SLIDE, backend="onnx", max_batch=4)
     (only_input,) = onnx.network.session(64, 64).get_inputs()
     assert only_input.name == "flow"
-    _assert_same_prediction(onnx, Predictor(default, SMALL_SLIDE, max_batch=1), *pairs)
+    _assert_same_prediction(onnx, _faithful(default, SMALL_SLIDE), *pairs)
 
 
 def test_compiled_path_pads_chunks_to_one_shape_and_compiles_once(model, pairs):
@@ -74,7 +89,7 @@ def test_compiled_path_pads_chunks_to_one_shape_and_compiles_once(model, pairs):
     torch._dynamo.reset()
     compiled = Predictor(model, SMALL_SLIDE, max_batch=3, compiled=True, compile_backend=counting_backend)
     frames, flows = pairs
-    _assert_same_prediction(compiled, Predictor(model, SMALL_SLIDE, max_batch=1), frames, flows)
+    _assert_same_prediction(compiled, _faithful(model, SMALL_SLIDE), frames, flows)
     compiled.probabilities(frames[:1], flows[:1])  # 8 windows: chunks of 3, 3 and 2 padded to 3
     assert len(graphs) == 1 and graphs[0][0] == (3, 3, 64, 64), f"recompiled: {graphs}"
     torch._dynamo.reset()
@@ -89,8 +104,9 @@ def test_fast_paths_reproduce_the_original_code_on_the_reference_fixture(tmp_pat
     model = load_model(tmp_path / "HFAN-b0-converted.pth")
     inputs = torch.load(shared_path(f"{reference}/inputs.pt"), weights_only=True)
     expected = torch.load(shared_path(f"{reference}/outputs_b0_hfan.pt"), weights_only=True)
-    faithful = Predictor(model, max_batch=1).logits(inputs["frame"], inputs["flow"])
-    for fast in (Predictor(model, backend="onnx"), Predictor(model, compiled=True, compile_backend="eager")):
+    faithful = _faithful(model).logits(inputs["frame"], inputs["flow"])
+    for fast in (Predictor(model), Predictor(model, backend="onnx"),
+                 Predictor(model, compiled=True, compile_backend="eager")):
         logits = fast.logits(inputs["frame"], inputs["flow"])
         assert (logits - faithful).abs().max().item() <= 1e-4, fast.backend
         agreement = (logits.argmax(1).to(torch.uint8) == expected["seg_pred"]).float().mean().item()
@@ -158,14 +174,17 @@ def b0_checkpoint(tmp_path_factory):
     return save_checkpoint(tmp_path_factory.mktemp("weights") / "b0.pth", build_model("hfan-b0"), get_preset("hfan-b0"))
 
 
-def test_load_predictor_tunes_malloc_only_when_asked(malloc_calls, b0_checkpoint):
+def test_predictors_tune_malloc_by_default_and_not_when_told(malloc_calls, b0_checkpoint):
     from hfan.inference.predictor import load_predictor
 
-    predictor = load_predictor(b0_checkpoint, backend="onnx", tune_allocator=True)
-    assert malloc_calls == [True] and predictor.backend == "onnx"
+    predictor = load_predictor(b0_checkpoint, backend="onnx")
+    assert malloc_calls == [True] and predictor.allocator_tuned and predictor.backend == "onnx"
     assert predictor.max_batch == 8, "the CPU's best window batch (benchmarks/model_speed.py)"
-    load_predictor(b0_checkpoint, backend="onnx", tune_allocator=False)
+    assert not load_predictor(b0_checkpoint, backend="onnx", tune_allocator=False).allocator_tuned
     assert malloc_calls == [True]
+    # The Python API's own constructor: the same default, the same way out.
+    assert Predictor(predictor.model).allocator_tuned and malloc_calls == [True, True]
+    assert not Predictor(predictor.model, tune_allocator=False).allocator_tuned and malloc_calls == [True, True]
 
 
 def test_cli_inference_tunes_malloc_unless_told_not_to(malloc_calls, b0_checkpoint, monkeypatch, tmp_path):

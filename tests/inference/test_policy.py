@@ -30,7 +30,8 @@ def _untuned_malloc(monkeypatch):
 
 
 def _policy(predictor: Predictor) -> tuple:
-    return predictor.device, predictor.max_batch, predictor.precision, predictor.backend, predictor.static_batch
+    return (predictor.device, predictor.max_batch, predictor.precision, predictor.backend, predictor.static_batch,
+            predictor.allocator_tuned)
 
 
 def test_hfan_segment_builds_the_predictor_python_builds(checkpoint, monkeypatch, tmp_path):
@@ -83,3 +84,30 @@ def test_load_predictor_and_predictor_share_the_defaults(checkpoint):
         assert loaded.device == device and loaded.max_batch == default_max_batch(device, False, frames)
     if not torch.cuda.is_available():
         assert (loaded.device.type, loaded.max_batch, loaded.precision) == ("cpu", 8, "fp32")
+
+
+def test_segment_video_in_python_runs_the_predictor_of_hfan_segment(checkpoint, monkeypatch, tmp_path):
+    """`hfan.segment_video(path, model)`, the Python API's one call, and `hfan segment` take the same settings:
+    device, window batch, precision, backend, allocator tuning, test config."""
+    from hfan import segment
+
+    made = []
+
+    class Recording(Predictor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    clip = tmp_path / "clip"
+    for index in range(2):
+        write_image(clip / f"{index}.jpg", np.full((32, 48, 3), 40 * index, np.uint8))
+    monkeypatch.setattr(segment, "Predictor", Recording)
+    assert len(list(segment.segment_video(clip, load_model(checkpoint)))) == 2
+    [in_python] = made
+    monkeypatch.setattr(segment, "segment_to_folder",
+                        lambda source, out, predictor, *args, **kwargs: made.append(predictor) or Timings())
+    assert main(["segment", str(clip), "--checkpoint", str(checkpoint)]) == 0
+    from_cli = made[-1]
+    assert from_cli is not in_python
+    assert _policy(from_cli) == _policy(in_python) and from_cli.allocator_tuned
+    assert from_cli.config == in_python.config

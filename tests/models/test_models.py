@@ -51,9 +51,11 @@ def test_matches_the_original_code(method, reference_inputs, tmp_path):
     assert model.config.backbone.name == "mit_b0"
     assert model.config.decode_head.select_method == method
     expected = torch.load(shared_path(f"{REFERENCE}/outputs_b0_{method}.pt"), weights_only=True)
-    with torch.no_grad():
-        logits = model(reference_inputs["frame"], reference_inputs["flow"])
-    assert (logits - expected["decode_logits"]).abs().max().item() <= 1e-4
+    for fold in (False, True):  # the original's concatenation, and the decoder fold every eval forward runs
+        model.decode_head.fold_linear_fuse = fold
+        with torch.no_grad():
+            logits = model(reference_inputs["frame"], reference_inputs["flow"])
+        assert (logits - expected["decode_logits"]).abs().max().item() <= 1e-4, f"fold {fold}"
     # The full test path: one 512x512 window, logits to 512x512, softmax, argmax.
     probs = Predictor(model).logits(reference_inputs["frame"], reference_inputs["flow"]).softmax(1)
     agreement = (probs.argmax(1).to(torch.uint8) == expected["seg_pred"]).float().mean().item()

@@ -60,7 +60,7 @@ def flow_uv_to_colors(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     on the host for every frame: cv2.LUT instead of numpy's fancy indexing for the wheel look-ups, two reused
     float64 planes with in-place arithmetic instead of fresh temporaries (each a page-faulting allocation), and
     whole-plane operations instead of boolean-mask assignments (the rare magnitude > 1 pixels are patched after).
-    Faster than RAFT's loop with glibc's default allocator, and more so with `hfan.perf.tune_malloc`
+    Faster than RAFT's loop with glibc's default allocator, and more so with `hfan.inference.malloc.tune_malloc`
     (docs/speed.md).
     """
     ncols = _COLORWHEEL.shape[0]

@@ -83,12 +83,24 @@ class Predictor:
     `compiled` runs a torch.compile'd model (hfan.inference.backends.compile_segmentor) on chunks zero-padded to exactly
     `max_batch` windows, so one window size compiles once (CUDA graphs need fixed shapes too);
     `backend="onnx"` runs each chunk through onnxruntime (CPU, fp32), one exported graph per window size.
+
+    Process-wide side effect: with `tune_allocator` (the default, as in every `hfan` command) the constructor calls
+    `hfan.inference.malloc.tune_malloc()`, which changes glibc's allocator for the whole process, for good: freed
+    memory stays in the process, so each forward reuses its pages instead of faulting them in anew (the faster
+    path on the CPU: docs/speed.md), and the process keeps its peak memory until it exits. `tune_allocator=False`
+    (`--no-malloc-tuning`) leaves the allocator alone. Thread counts are torch's own (one per core): a Predictor
+    does not change them.
     """
 
     def __init__(self, model: torch.nn.Module, config: InferenceConfig | None = None,
                  device: str | torch.device | None = None, precision: str | None = None, max_batch: int | None = None,
                  backend: str = "torch", compiled: bool = False, compile_backend: str | Callable = "inductor",
-                 frames_per_batch: int = 4):
+                 frames_per_batch: int = 4, tune_allocator: bool = True):
+        if tune_allocator:
+            from hfan.inference import malloc
+
+            malloc.tune_malloc()
+        self.allocator_tuned = tune_allocator
         self.model = model.eval()
         self.config = config or getattr(model, "config").test
         placed = next(model.parameters()).device
@@ -205,18 +217,14 @@ def _check_pairs(frames: list[np.ndarray], flows: list[np.ndarray]) -> None:
 def load_predictor(checkpoint, preset: str | None = None, options: list[str] | tuple[str, ...] = (),
                    device: str | torch.device | None = None, precision: str | None = None, frames_per_batch: int = 4,
                    backend: str = "torch", compiled: bool = False, aug_test: bool = False, whole_image: bool = False,
-                   tune_allocator: bool = False) -> Predictor:
+                   tune_allocator: bool = True) -> Predictor:
     """A checkpoint (or "default", the packaged model) loaded strictly and wrapped in a Predictor with the
-    default policy: what `hfan segment` and `hfan infer` run. `tune_allocator` applies
-    `hfan.inference.malloc.tune_malloc` (process-wide)."""
+    default policy: what `hfan segment` and `hfan infer` run, and what `Predictor(load_model(checkpoint))` runs.
+    `tune_allocator`: see Predictor (process-wide)."""
     from hfan.models.checkpoints import load_model
 
-    if tune_allocator:
-        from hfan.inference.malloc import tune_malloc
-
-        tune_malloc()
     device = default_device(device)
     model = load_model(checkpoint, preset=preset, options=[*options, *test_options(aug_test, whole_image)],
                        device=device)
     return Predictor(model, device=device, precision=precision, backend=backend, compiled=compiled,
-                     frames_per_batch=frames_per_batch)
+                     frames_per_batch=frames_per_batch, tune_allocator=tune_allocator)

@@ -79,12 +79,45 @@ class HFANHead(nn.Module):
 
     def forward(self, image_feats: list[torch.Tensor], flow_feats: list[torch.Tensor]) -> torch.Tensor:
         fused = [self.fuse(level, image, flow) for level, (image, flow) in enumerate(zip(image_feats, flow_feats))]
+        x = self.folded_fuse(fused) if self.fold_linear_fuse and not self.training else self.concat_fuse(fused)
+        return self.linear_pred(self.dropout(F.relu(self.linear_fuse.bn(x))))
+
+    # Inference (eval mode) folds the per-level embeddings into the fuse convolution (`folded_fuse`); training
+    # runs the original's concatenation (`concat_fuse`), so the trained weights do not depend on the fold. Both compute the
+    # same function; benchmarks/model_speed.py (variant `unfolded`) compares them in one run: docs/speed.md.
+    fold_linear_fuse = True
+
+    def concat_fuse(self, fused: list[torch.Tensor]) -> torch.Tensor:
+        """The original: embed each level (Linear), upsample to 1/4, concatenate (c4, c3, c2, c1:
+        docs/design.md#decode-head), 1x1 conv; before BN."""
         size = fused[0].shape[2:]
         embedded = []
-        for level in reversed(range(len(fused))):  # concat order c4, c3, c2, c1 (docs/design.md#decode-head)
+        for level in reversed(range(len(fused))):
             x = getattr(self, f"linear_c{level + 1}")(fused[level])
             if level > 0:
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             embedded.append(x)
-        x = self.linear_fuse(torch.cat(embedded, dim=1))
-        return self.linear_pred(self.dropout(x))
+        return self.linear_fuse.conv(torch.cat(embedded, dim=1))
+
+    def folded_fuse(self, fused: list[torch.Tensor]) -> torch.Tensor:
+        """`concat_fuse` reordered: the fuse conv's slice for a level composed with that level's Linear is one
+        C_level -> E map, applied at the level's own resolution before the upsampling. Bilinear resizing acts on
+        each channel alone and its weights sum to 1, so it commutes with a per-pixel linear map and carries a
+        constant through unchanged: the biases fold into one. No concatenated (B, 4E, H/4, W/4) tensor, and the
+        E x 4E convolution at 1/4 resolution (19 % of HFAN-Small's FLOPs) is gone; the result equals
+        `concat_fuse` up to float rounding (tests/models/test_decoder_fold.py)."""
+        size = fused[0].shape[2:]
+        fuse_weight = self.linear_fuse.conv.weight.flatten(1)  # (E, 4E), input blocks in order c4, c3, c2, c1
+        embed_dim = fuse_weight.shape[0]
+        weights, bias = {}, 0
+        for block, level in enumerate(reversed(range(len(fused)))):
+            embed = getattr(self, f"linear_c{level + 1}").proj
+            part = fuse_weight[:, block * embed_dim:(block + 1) * embed_dim]
+            weights[level] = (part @ embed.weight)[:, :, None, None]
+            bias = bias + part @ embed.bias
+        # The finest level first: its convolution carries the folded bias and its output takes the others in place.
+        total = F.conv2d(fused[0], weights[0], bias)
+        for level in range(1, len(fused)):
+            total += F.interpolate(F.conv2d(fused[level], weights[level]), size=size, mode="bilinear",
+                                   align_corners=False)
+        return total
