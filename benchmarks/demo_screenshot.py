@@ -22,6 +22,8 @@ from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
+WIDTH = 1400  # window width, CSS pixels
+
 
 def wait_until(condition, timeout: float, what: str):
     deadline = time.monotonic() + timeout
@@ -56,7 +58,7 @@ def main() -> None:
 
         options = webdriver.ChromeOptions()
         options.binary_location = "/usr/bin/chromium"
-        for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1500",
+        for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={WIDTH},1500",
                          "--autoplay-policy=no-user-gesture-required", "--hide-scrollbars", "--mute-audio"):
             options.add_argument(argument)
         try:
@@ -77,7 +79,7 @@ def main() -> None:
                 # Down to the end of the downloads box: the footer and the white below it are not the app.
                 bottom = chrome.execute_script(
                     "const r = document.querySelector('#downloads').getBoundingClientRect(); return r.bottom")
-                page = page.crop((0, 0, page.width, min(page.height, int(bottom * page.width / 1400) + 16)))
+                page = page.crop((0, 0, page.width, min(page.height, int(bottom * page.width / WIDTH) + 16)))
             finally:
                 chrome.quit()
         finally:

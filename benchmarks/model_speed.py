@@ -1,7 +1,7 @@
 """Speed of HFAN inference: the faithful path and each fast path, in one run, interleaved.
 
     python benchmarks/model_speed.py [--preset hfan-small] [--threads 2] [--repeats 5] [--batches 1,4]
-                                     [--variants faithful,batched,malloc,malloc-batched,onnx,whole] [--compile]
+                                     [--variants faithful,batched,malloc,unfolded,default,onnx,whole] [--compile]
     python benchmarks/model_speed.py --device cuda --compile     # fp16 autocast, batched frames, CUDA graphs
 
 Cases: one 512x512 window (frame + flow, logits out) and one DAVIS frame through the whole official test path
@@ -10,8 +10,8 @@ Cases: one 512x512 window (frame + flow, logits out) and one DAVIS frame through
                   concatenation (HFANHead.concat_fuse), glibc's allocator at its defaults
   batched         up to 8 windows per forward (4 DAVIS frames = 12 windows: 8 + 4), concatenation, glibc defaults
   malloc          faithful + hfan.inference.malloc.tune_malloc
-  malloc-batched  batched + tune_malloc: the default of the commands before the decoder fold
-  unfolded        = malloc-batched (the default with the decoder fold turned off)
+  unfolded        batched + tune_malloc: the default with the decoder fold off (the commands' default before it;
+                  called malloc-batched in earlier runs)
   default         what `hfan segment`, `hfan infer`, `Predictor(model)` and `segment_video` run on the CPU:
                   8 windows per forward, tune_malloc, the decoder fold (HFANHead.folded_fuse)
   onnx            onnxruntime for the forward (CPU), windows batched, tune_malloc, the fold (exported in eval mode)
@@ -50,7 +50,6 @@ VARIANTS = {
     "faithful": (False, False, {"max_batch": 1}),
     "batched": (False, False, {"max_batch": 8}),
     "malloc": (True, False, {"max_batch": 1}),
-    "malloc-batched": (True, False, {"max_batch": 8}),
     "unfolded": (True, False, {"max_batch": 8}),
     "default": (True, True, {}),
     "onnx": (True, True, {"max_batch": 8, "backend": "onnx"}),
@@ -113,7 +112,7 @@ def worker(connection, tuned: bool, variants: list[str], args) -> None:
         _, fold, options = VARIANTS[name]
         model = folded if fold else unfolded
         options = dict(CUDA_COMPILED if device.type == "cuda" and name == "compiled" else options)
-        if device.type == "cuda" and name in ("batched", "malloc-batched", "whole"):
+        if device.type == "cuda" and name in ("batched", "unfolded", "whole"):
             options["max_batch"] = CUDA_MAX_BATCH
         config = model.config.test
         if options.pop("whole", False):
@@ -163,7 +162,7 @@ def main() -> None:
     args.batch_list = [int(b) for b in args.batches.split(",")]
     default = ["faithful", "batched", "malloc", "unfolded", "default", "onnx", "whole"]
     if args.device.startswith("cuda"):
-        default = ["faithful", "batched", "malloc-batched", "default", "whole"]
+        default = ["faithful", "batched", "unfolded", "default", "whole"]
     variants = args.variants.split(",") if args.variants else default + (["compiled"] if args.compile else [])
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or "faithful" not in variants:
@@ -173,7 +172,7 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     workers = {}
     for tuned in (False, True):
-        names = [v for v in variants if VARIANTS[v][0] == tuned]  # (tuned, fold, options)
+        names = [v for v in variants if VARIANTS[v][0] == tuned]
         if names:
             mine, theirs = context.Pipe()
             process = context.Process(target=worker, args=(theirs, tuned, names, args), daemon=True)
@@ -215,8 +214,8 @@ def main() -> None:
     test = get_preset(args.preset).test
     test_path = ("whole image" if test.mode == "whole" else
                  f"{test.crop_size}x{test.crop_size} windows at stride {test.stride}") + f", scale {test.img_scale}"
-    print(f"{args.preset} (DAVIS frames through its test path: {test_path}) on {device_name}, {precision}, median of {args.repeats} runs after a warm-up; load "
-          f"average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after; fp32 {MATMUL_SIZE}^3 matmul "
+    print(f"{args.preset} (DAVIS frames through its test path: {test_path}) on {device_name}, {precision}, median "
+          f"of {args.repeats} runs after a warm-up; load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after; fp32 {MATMUL_SIZE}^3 matmul "
           f"on the CPU {peak:.0f} GFLOP/s")
     print(f"| case | variant | s / call | s / frame | vs faithful | GFLOP / call | own GFLOP | GFLOP/s "
           f"| % of {args.floor_gflops:.0f} | % of matmul | max diff |")

@@ -140,8 +140,7 @@ def _segment_upload(upload, job: Path, settings: DemoSettings, checkpoint: str, 
                              f"{settings.max_frames} (start it with --max-frames N, or segment it with hfan segment)")
         method, flow_options = flow_setting
         out, timings = segment_file(video.path, job / "result", checkpoint, flow=method, flow_options=flow_options,
-                                    aug_test=aug_test, save_probabilities=True, cutout=True, progress=progress,
-                                    tune_allocator=True)
+                                    aug_test=aug_test, save_probabilities=True, cutout=True, progress=progress)
     except (ValueError, FileNotFoundError) as error:  # named as the user knows it, not by the server's copy
         raise ValueError(str(error).replace(str(source), Path(upload).name)) from None
     layout = SegmentOutput(out)

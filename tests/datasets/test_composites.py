@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.shared import skip_or_fail
 from hfan.datasets.composites import (CompositeGenerator, CompositeTrainDataset, DEBIAN_PACKAGES, load_assets, photo_files, write_validation_videos)
 from hfan.config import CompositeConfig, SHAPE_DIRS
 from hfan.io.images import read_image
@@ -27,10 +28,7 @@ MAX_SHAPES = 30
 
 
 def _skip_or_fail(message: str):
-    message += f"; they come from the Debian packages {' '.join(DEBIAN_PACKAGES)} (apt-get install them)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    skip_or_fail(f"{message}; they come from the Debian packages {' '.join(DEBIAN_PACKAGES)} (apt-get install them)")
 
 
 def _photo_dir() -> str:

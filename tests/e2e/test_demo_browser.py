@@ -17,19 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from helpers.shared import shared_path
+from helpers.shared import shared_path, skip_or_fail
 
 TREE = "data/videos/tree.avi"
 TREE_FRAMES = 68
 
 
 def _require(condition: bool, what: str) -> None:
-    if condition:
-        return
-    message = f"the browser test needs {what}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    if not condition:
+        skip_or_fail(f"the browser test needs {what}")
 
 
 def _chromium() -> tuple[str, str]:

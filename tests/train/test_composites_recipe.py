@@ -2,12 +2,11 @@
 few composites (Debian photo and clip-art packages; skipped without them, a failure under CI)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
 import torch
 
+from helpers.shared import skip_or_fail
 from hfan.cli import main as hfan_main
 from hfan.config import SHAPE_DIRS
 from hfan.datasets.composites import DEBIAN_PACKAGES
@@ -20,10 +19,7 @@ PHOTOS = "/usr/share/backgrounds/gnome"
 
 def _needs_assets():
     if not (Path(SHAPE_DIRS[0]).is_dir() and Path(PHOTOS).is_dir()):
-        message = f"needs {SHAPE_DIRS[0]} and {PHOTOS}: apt-get install {' '.join(DEBIAN_PACKAGES)}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(f"needs {SHAPE_DIRS[0]} and {PHOTOS}: apt-get install {' '.join(DEBIAN_PACKAGES)}")
 
 
 def test_the_recipe_trains_the_default_model_with_its_flow_settings():

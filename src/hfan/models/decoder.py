@@ -44,7 +44,11 @@ class LinearFuse(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
+        return self.norm_activate(self.conv(x))
+
+    def norm_activate(self, x: torch.Tensor) -> torch.Tensor:
+        """BN and ReLU on the convolution's output (HFANHead.folded_fuse computes that output another way)."""
+        return F.relu(self.bn(x))
 
 
 class HFANHead(nn.Module):
@@ -80,7 +84,7 @@ class HFANHead(nn.Module):
     def forward(self, image_feats: list[torch.Tensor], flow_feats: list[torch.Tensor]) -> torch.Tensor:
         fused = [self.fuse(level, image, flow) for level, (image, flow) in enumerate(zip(image_feats, flow_feats))]
         x = self.folded_fuse(fused) if self.fold_linear_fuse and not self.training else self.concat_fuse(fused)
-        return self.linear_pred(self.dropout(F.relu(self.linear_fuse.bn(x))))
+        return self.linear_pred(self.dropout(self.linear_fuse.norm_activate(x)))
 
     # Inference (eval mode) folds the per-level embeddings into the fuse convolution (`folded_fuse`); training
     # runs the original's concatenation (`concat_fuse`), so the trained weights do not depend on the fold. Both compute the
