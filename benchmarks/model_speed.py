@@ -132,8 +132,12 @@ def worker(connection, tuned: bool, variants: list[str], args) -> None:
         _, kind, inputs = cases[case]
         predictor = predictors[name]
         if what == "flops":
+            # counted on the eager twin of a variant: onnxruntime runs no torch operators to count
+            twin = predictor if predictor.backend == "torch" else Predictor(
+                predictor.model, predictor.config, device=device, precision=predictor.precision,
+                max_batch=predictor.max_batch, tune_allocator=False)
             with FlopCounterMode(display=False) as counter:
-                run_case(predictor, kind, inputs)
+                run_case(twin, kind, inputs)
             connection.send(counter.get_total_flops())
             continue
         if device.type == "cuda":

@@ -78,6 +78,7 @@ AUG_TEST_RATIOS = (0.75, 1.0, 1.75)  # docs/design.md#flip-and-multi-scale: hard
 
 FLOW_METHODS = ("dis", "farneback", "raft_small", "raft_large")
 CAMERA_MOTION_MODELS = ("none", "affine", "homography")  # hfan.flow.camera
+DIS_PRESET_NAMES = ("ultrafast", "fast", "medium")  # OpenCV's DIS presets (hfan.flow.estimators.DIS_PRESETS)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class FlowConfig:
     def validate(self) -> None:
         _one_of(self.method, FLOW_METHODS, "flow.method")
         _one_of(self.camera_motion, CAMERA_MOTION_MODELS, "flow.camera_motion")
+        _one_of(self.dis_preset, DIS_PRESET_NAMES, "flow.dis_preset")
         if not 0 < self.scale <= 1:
             raise ValueError(f"flow.scale must be in (0, 1], got {self.scale}")
 

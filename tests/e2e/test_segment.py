@@ -1,7 +1,6 @@
 """From a video to masks: `hfan segment`, `hfan infer`, the Python API, resumption and bad input."""
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess

@@ -1,7 +1,6 @@
 import warnings
 
 import cv2
-import numpy as np
 import py_sod_metrics as sod
 import pytest
 from helpers.shared import shared_path

@@ -11,7 +11,7 @@ from hfan.config import SELECT_METHODS, apply_overrides
 from hfan.presets import get_preset
 from hfan.inference.predictor import Predictor
 from hfan.models import build_model
-from hfan.models.checkpoints import CheckpointError, load_model, official_to_ours, ours_to_official
+from hfan.models.checkpoints import load_model, official_to_ours, ours_to_official
 
 REFERENCE = "fixtures/hfan_reference_b0"
 

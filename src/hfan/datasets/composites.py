@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hfan.config import PHOTO_DIRS, SHAPE_DIRS, CompositeConfig
+from hfan.config import PHOTO_DIRS, CompositeConfig
 from hfan.files import atomic_path
 from hfan.io.images import write_image, write_mask
 from hfan.datasets.layouts import FlatLayout, FLOW_DIR, FRAME_DIR, MASK_DIR

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import cv2
-import numpy as np
 
 from hfan.datasets.davis import MIN_SCORED_SEQUENCE, scored_frames
 from hfan.io.images import read_mask  # noqa: F401  (read_mask: the one mask reader)

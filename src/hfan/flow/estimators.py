@@ -20,12 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from hfan.config import DIS_PRESET_NAMES
 from hfan.config import FLOW_METHODS as ESTIMATORS  # the names live with the model's flow settings
-DIS_PRESETS = {
-    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
-}
+
+DIS_PRESETS = {name: getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{name.upper()}") for name in DIS_PRESET_NAMES}
 RAFT_DEFAULT_WEIGHTS = "C_T_V1"
 RAFT_DEFAULT_UPDATES = 20  # the RAFT demo / HFAN-era scripts
 # torchvision's correlation pyramid needs feature maps of at least 16 px, i.e. images of at least 8 * 16 px.

@@ -82,7 +82,9 @@ class Predictor:
     path, one window at a time as mmseg runs it. Fast paths, each computing the same logits:
     `compiled` runs a torch.compile'd model (hfan.inference.backends.compile_segmentor) on chunks zero-padded to exactly
     `max_batch` windows, so one window size compiles once (CUDA graphs need fixed shapes too);
-    `backend="onnx"` runs each chunk through onnxruntime (CPU, fp32), one exported graph per window size.
+    `backend="onnx"` runs each chunk through onnxruntime (CPU, fp32), one exported graph per window size
+    (exported on first use and checked against the model there: <= 1e-4). torch stays the default: across
+    same-run comparisons onnxruntime was not reliably faster (docs/speed.md).
 
     Process-wide side effect: with `tune_allocator` (the default, as in every `hfan` command) the constructor calls
     `hfan.inference.malloc.tune_malloc()`, which changes glibc's allocator for the whole process, for good: freed
