@@ -17,6 +17,7 @@ import functools
 import json
 import multiprocessing
 import os
+import sys
 import re
 import threading
 import time
@@ -280,9 +281,24 @@ def _prepare_in_worker(arguments) -> tuple[str, int, bool]:
 
 def _init_worker(parent_pid: int) -> None:
     cv2.setNumThreads(1)  # the processes already use every core
-    # A pool's workers outlive a parent killed with SIGKILL and would finish their videos unseen: each one
-    # watches its parent and exits when it is gone (its files are written atomically; a rerun resumes).
+    # A pool's workers outlive a parent killed with SIGKILL and would finish their videos unseen (their files are
+    # written atomically; a rerun resumes). On Linux the kernel kills each worker with its parent
+    # (PR_SET_PDEATHSIG): a polling thread alone lets a worker write samples for up to its interval after the kill.
+    # The thread stays as the fallback elsewhere, and covers a parent that died before the prctl call.
+    _die_with_parent()
     threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
+
+
+def _die_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # no prctl in this libc: the polling thread below still ends the worker
 
 
 def _exit_when_orphaned(parent_pid: int, interval: float = 0.2) -> None:
