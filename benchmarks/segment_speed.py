@@ -13,7 +13,8 @@ the CLI's windows per forward and 4 frames per batch as `hfan segment` by defaul
 (--backends: torch, the default of every command, or onnx: onnxruntime). Each preset and backend runs with the
 next batches prefetched in a background thread and without (--prefetch), interleaved, median of --repeats runs
 after a warm-up run (the ONNX export happens there: its cost is printed apart). frames/s is elapsed time; the
-stage columns are each stage's own time per frame (with prefetching, decode / flow / encode run beside the model, so they add up to more than the elapsed time).
+stage columns are each stage's own time per frame (with prefetching, decode / flow / encode run beside the model,
+so they add up to more than the elapsed time).
 "host ms/frame" is what the host does per frame besides the model (decode + flow + encode + write): on a GPU,
 without prefetching, frames/s cannot exceed 1000 / (host + model).
 The input is the first --frames frames of ../shared/data/davis16_mini/JPEGImages/480p/blackswan (a frame folder;

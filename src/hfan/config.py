@@ -347,6 +347,13 @@ def _coerce(text: str, hint, path: str):
     raise ValueError(f"option {path}: cannot parse a value of type {hint}")
 
 
+def check_model_options(options: typing.Iterable[str]) -> None:
+    """Raise the error `apply_overrides` would for these model options (an unknown field, a bad value), on a plain
+    ModelConfig: what the commands check before a model loads. A value that clashes only with a checkpoint's
+    own settings is found when it loads."""
+    apply_overrides(ModelConfig(), options)
+
+
 def apply_overrides(config, overrides: typing.Iterable[str]):
     """Apply `a.b.c=value` strings to a dataclass config (a ModelConfig or a TrainConfig) in place, validate it
     and return it.

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hfan.config import FLOW_METHODS, FlowConfig, ModelConfig, apply_overrides
+from hfan.config import FLOW_METHODS, FlowConfig, check_model_options
 from hfan.datasets.layouts import SegmentOutput, frame_name
 from hfan.files import changed_fields, check_output_folder, file_digest, is_temp_path, write_json
 from hfan.flow import build_flow_estimator, video_flows
@@ -322,8 +322,7 @@ def segment_file(source: str | os.PathLike, out: str | os.PathLike | None = None
         raise ValueError(f"--flow {flow}: unknown flow method; valid: {', '.join(FLOW_METHODS)}")
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: give at least 1 frame per forward")
-    if options:  # unknown fields and bad values, checked on a plain config before the model loads
-        apply_overrides(ModelConfig(), options)
+    check_model_options(options)
     video = open_frames(source, fps=fps, allow_partial=allow_partial)
     out = Path(out) if out is not None else SegmentOutput.default_root(video.path)
     weights = default_weights_path() if str(checkpoint) == DEFAULT_MODEL else Path(checkpoint)

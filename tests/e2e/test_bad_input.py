@@ -151,9 +151,12 @@ def test_an_unknown_preset_says_so(frames, capsys, no_model):
     _fails(["segment", frames, "--model", "hfan-xl"], capsys, "hfan-xl", "not a preset")
 
 
-def test_a_bad_flow_option_is_reported_before_the_model_loads(frames, tmp_path, capsys, no_model):
+def test_a_bad_flow_option_is_reported_before_the_model_loads(frames, prepared, tmp_path, capsys, no_model):
     _fails(["segment", frames, "--out", tmp_path / "out", "--options", "flow.dis_preset=fine"], capsys,
            "flow.dis_preset", "'fine'", "medium")
+    (tmp_path / "any.pth").write_bytes(b"never loaded")
+    _fails(["infer", "--checkpoint", tmp_path / "any.pth", "--data", prepared, "--out", tmp_path / "p",
+            "--options", "test.mode=tiles"], capsys, "test.mode", "'tiles'", "whole")
 
 
 def test_a_file_that_is_not_a_checkpoint_never_gets_the_weights_only_advice(frames, tmp_path, capsys, no_model):

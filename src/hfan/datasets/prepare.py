@@ -17,8 +17,8 @@ import functools
 import json
 import multiprocessing
 import os
-import sys
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from hfan.config import check_model_options
 from hfan.datasets.layouts import FlatLayout, PredictionLayout, Sample
 from hfan.datasets.prepare import check_prepared
 from hfan.files import changed_fields, check_output_folder, file_digest, remove_temp_files, write_json
@@ -164,6 +165,7 @@ def infer_checkpoint(checkpoint: str | os.PathLike, data_root: str | os.PathLike
     `hfan.inference.predictor.load_predictor`."""
     from hfan.inference.predictor import load_predictor
 
+    check_model_options(options)
     check_prepared(data_root, split, FlatLayout(data_root).samples(split, require_masks=False))
     flags = {k: predictor_options.get(k, False) for k in ("aug_test", "whole_image")}
     record = infer_record(checkpoint, preset, options, data_root, split, **flags)
