@@ -9,12 +9,15 @@ official J and F, first and last frame not scored, dataset means are means over 
 
     PYTHONPATH=src python benchmarks/motion_baseline.py [--davis-root ../shared/data/davis16_mini]
         [--camera-motion affine|homography|none] [--dis-preset medium] [--sequences blackswan libby]
+        [--json baseline.json]
 
-Prints a markdown table: sequence | J (residual+Otsu) | F | J (all foreground), and the mean row.
+Prints a markdown table: sequence | J (residual+Otsu) | F | J (all foreground), and the mean row; --json writes
+the same per sequence in the format of davis_mini.py's results.json (for benchmarks/plot_davis.py).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -68,6 +71,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="keep the masks in OUT/residual_otsu and OUT/all_foreground (default: a temporary "
                              "folder), e.g. for `hfan eval davis --pred ours OUT/residual_otsu`")
+    parser.add_argument("--json", type=Path, default=None, help="write the scores per sequence here")
     args = parser.parse_args()
 
     images, annotations = args.davis_root / "JPEGImages" / "480p", args.davis_root / "Annotations" / "480p"
@@ -101,6 +105,17 @@ def main() -> None:
         print(f"| {ours.name} | {ours.j_stats.mean:.3f} | {ours.f_stats.mean:.3f} | {floor.j_stats.mean:.3f} |")
     ours, floor = baseline.summary(), everything.summary()
     print(f"| **mean** | **{ours['J-Mean']:.3f}** | **{ours['F-Mean']:.3f}** | **{floor['J-Mean']:.3f}** |")
+    if args.json:
+        results = [_as_result("residual + Otsu", baseline), _as_result("all foreground", everything)]
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.json}")
+
+
+def _as_result(name: str, result) -> dict:
+    """One row of davis_mini.py's results.json."""
+    summary = result.summary()
+    return {"name": name, "options": [], "J": summary["J-Mean"], "F": summary["F-Mean"],
+            "sequences": {s.name: {"J": s.j_stats.mean, "F": s.f_stats.mean} for s in result.sequences}}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Training curve of a run: loss (train_log.csv) and J-Mean on the held-out validation videos (val_log.csv).
+"""Training curve of a run: loss (train_log.csv) and J-Mean on the held-out validation videos (val_log.csv), of
+the trained weights and, for a run with ema_decay, of their moving average.
 
     python benchmarks/plot_training.py runs/default --out docs/default_model_training.png
 """
@@ -34,11 +35,17 @@ def main() -> None:
     j_axes.plot(val["iteration"], val["J-Mean"], "o-", color="tab:red", ms=3, label="J-Mean, held-out composites")
     j_axes.set_ylabel("J-Mean (held-out synthetic videos)", color="tab:red")
     j_axes.set_ylim(0, 1)
-    best = max(range(len(val["J-Mean"])), key=lambda i: val["J-Mean"][i])
-    j_axes.annotate(f"best.pth: {val['J-Mean'][best]:.3f} @ {int(val['iteration'][best])}",
-                    (val["iteration"][best], val["J-Mean"][best]), textcoords="offset points", xytext=(-90, 12),
-                    arrowprops={"arrowstyle": "->"}, fontsize=8)
-    figure.legend(loc="lower center", ncol=2, fontsize=8, bbox_to_anchor=(0.5, 0.0))
+    curves = [("J-Mean", "best.pth", "tab:red", 12)]
+    if "ema J-Mean" in val:
+        j_axes.plot(val["iteration"], val["ema J-Mean"], "s-", color="tab:green", ms=3,
+                    label="J-Mean of the weight average (ema), held-out composites")
+        curves.append(("ema J-Mean", "best_ema.pth", "tab:green", -22))
+    for column, name, colour, offset in curves:
+        best = max(range(len(val[column])), key=lambda i: val[column][i])
+        j_axes.annotate(f"{name}: {val[column][best]:.3f} @ {int(val['iteration'][best])}",
+                        (val["iteration"][best], val[column][best]), textcoords="offset points",
+                        xytext=(-110, offset), arrowprops={"arrowstyle": "->", "color": colour}, fontsize=8)
+    figure.legend(loc="lower center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, 0.0))
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=110)

@@ -169,6 +169,10 @@ class CompositeConfig:
     parallax_probability: float = 0.0  # a near layer (a fence or 1-2 shapes) moving 1.3-2.5x the camera
     ripple_probability: float = 0.0  # a non-rigid background below a random horizon
     ripple_amplitude: float = 1.5  # largest displacement of the non-rigid background, px at `size`
+    # Clips are rendered and their flow computed at render_scale times their size, then frames, flow images and
+    # masks are resized down to it (cv2 bilinear, as the test resizes): `hfan segment` computes the flow at the
+    # video's resolution, several times the model's input. 1: rendered at the size itself.
+    render_scale: float = 1.0
     samples_per_epoch: int = 100_000  # the stream's nominal length; every (epoch, index) is a new clip
     val_videos: int = 24  # held-out validation clips (held-out photos and shapes)
     val_frames: int = 6
@@ -178,6 +182,8 @@ class CompositeConfig:
         for name in ("secondary_probability", "track_probability", "parallax_probability", "ripple_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"data.composites.{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 1 <= self.render_scale <= 8:
+            raise ValueError(f"data.composites.render_scale must be in [1, 8], got {self.render_scale}")
 
 
 LR_POLICIES = ("poly", "fixed")
@@ -258,6 +264,9 @@ class TrainConfig:
     resume: str | None = None  # a checkpoint of this run: continue exactly
     keep_best: str | None = None  # a validation column (e.g. J-Mean): its best checkpoint is kept as best.pth
     threads: int | None = None  # torch threads of the training process (None: torch's default)
+    # An exponential moving average of the weights, updated after every step (None: off). Validated next to the
+    # trained weights; with keep_best, its best is kept as best_ema.pth. It does not change the training itself.
+    ema_decay: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -275,6 +284,8 @@ class TrainConfig:
         _one_of(self.data.source, DATA_SOURCES, "data.source")
         if self.keep_best is not None:
             _one_of(self.keep_best, DAVIS_COLUMNS, "keep_best")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         _one_of(self.schedule.policy, LR_POLICIES, "schedule.policy")

@@ -106,6 +106,24 @@ def test_clip_shapes_and_dtypes(generator, config):
         generator.clip(_rng(0), 1)
 
 
+def test_render_scale_renders_and_computes_flow_larger_then_shrinks_to_the_size(assets, config):
+    """render_scale=2 at 64x96 is the clip rendered (speeds included: they are in pixels at `size`) and its DIS
+    flow computed at 128x192, then every image resized down as the test resizes and the mask by coverage."""
+    large = CompositeGenerator(assets, config).clip(_rng(5), 2, 128, 192)
+    scaled = CompositeGenerator(assets, dataclasses.replace(config, render_scale=2.0)).clip(_rng(5), 2, 64, 96)
+    assert scaled.frames.shape == (2, 64, 96, 3) and scaled.flow_images.shape == (2, 64, 96, 3)
+    assert scaled.masks.shape == (2, 64, 96) and scaled.masks.dtype == bool
+    for t in range(2):
+        np.testing.assert_array_equal(scaled.frames[t], cv2.resize(large.frames[t], (96, 64),
+                                                                    interpolation=cv2.INTER_LINEAR))
+        np.testing.assert_array_equal(scaled.flow_images[t], cv2.resize(large.flow_images[t], (96, 64),
+                                                                         interpolation=cv2.INTER_LINEAR))
+        coverage = large.masks[t].reshape(64, 2, 96, 2).mean(axis=(1, 3))
+        np.testing.assert_array_equal(scaled.masks[t], coverage > 0.5)
+    with pytest.raises(ValueError, match="render_scale"):
+        dataclasses.replace(config, render_scale=0.5).validate()
+
+
 def test_the_primary_mask_is_there_and_never_the_whole_frame(generator):
     present = 0
     for seed in range(10):

@@ -232,3 +232,51 @@ def test_fp16_autocast_trains_with_a_gradient_scaler_that_is_checkpointed(tmp_pa
     scaler = read_checkpoint_file(result.checkpoint)["scaler"]
     assert scaler["scale"] > 1  # an active scaler (fp32/bf16 keep an empty state)
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
+
+
+@pytest.mark.slow
+def test_weight_average_follows_its_rule_resumes_and_leaves_training_unchanged(tmp_path):
+    """ema_decay=d: after every step ema = d * ema + (1 - d) * weights (the first step copies them), kept in
+    the checkpoints so that a resumed run continues it exactly; validated as "ema ..." columns with its own
+    best_ema.pth; the trained weights are those of the same run without it."""
+    write_flat_split(tmp_path / "data", videos=2, frames=3)
+    write_flat_split(tmp_path / "data", "val", videos=2, frames=4, seed=1)
+    common = (f"data.val_root={tmp_path / 'data'}", "iterations=3", "checkpoint_interval=1", "eval_interval=3",
+              "keep_best=J-Mean")
+    plain = train(tiny_config(tmp_path / "data", *common), tmp_path / "plain", device="cpu", progress=False)
+    averaged = train(tiny_config(tmp_path / "data", *common, "ema_decay=0.5"), tmp_path / "ema", device="cpu",
+                     progress=False)
+    for (name, a), b in zip(plain.model.state_dict().items(), averaged.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+    weights = [read_checkpoint_file(tmp_path / "ema" / f"iter_{i}.pth")["state_dict"] for i in (1, 2, 3)]
+    ema = read_checkpoint_file(tmp_path / "ema" / "iter_3.pth")["ema"]
+    assert int(ema["n_averaged"]) == 3
+    compared = 0
+    for name, first in weights[0].items():
+        if not first.is_floating_point():
+            continue
+        expected = (first * 0.5 + weights[1][name] * 0.5) * 0.5 + weights[2][name] * 0.5
+        torch.testing.assert_close(ema[f"module.{name}"], expected, rtol=1e-5, atol=1e-6)
+        compared += 1
+    assert compared > 100
+    assert not torch.equal(ema["module.decode_head.linear_pred.weight"], weights[2]["decode_head.linear_pred.weight"])
+
+    validation = _read_csv(tmp_path / "ema" / "val_log.csv")
+    assert validation[0]["ema J-Mean"] == f"{averaged.validation['ema J-Mean']:.6g}"
+    best_ema = read_checkpoint_file(tmp_path / "ema" / "best_ema.pth")
+    assert best_ema["selected_by"] == "ema J-Mean" and best_ema["iteration"] == 3
+    for name, value in best_ema["state_dict"].items():
+        assert torch.equal(value, ema[f"module.{name}"]), name
+    assert not (tmp_path / "plain" / "best_ema.pth").exists()
+
+    interrupted = tmp_path / "interrupted"
+    interrupted.mkdir()
+    shutil.copy(tmp_path / "ema" / "iter_2.pth", interrupted / "iter_2.pth")
+    launch(None, interrupted, resume=str(interrupted / "iter_2.pth"), device="cpu", progress=False)
+    resumed = read_checkpoint_file(interrupted / "iter_3.pth")["ema"]
+    for name, value in ema.items():
+        assert torch.equal(value, resumed[name]), name
+    with pytest.raises(ValueError, match="holds no weight average"):
+        launch(None, tmp_path / "plain", resume=str(tmp_path / "plain" / "iter_2.pth"), device="cpu",
+               progress=False, options=["ema_decay=0.5"])

@@ -449,11 +449,21 @@ class CompositeGenerator:
             raise ValueError(f"a clip needs at least 2 frames, got {num_frames}")
         height = height or self.config.size
         width = width or self.config.size
-        frames, masks, _ = self.render(rng, num_frames, height, width)
+        scale = self.config.render_scale
+        rendered_h, rendered_w = round(height * scale), round(width * scale)
+        frames, masks, _ = self.render(rng, num_frames, rendered_h, rendered_w)
         flow_images = np.empty_like(frames)
         for t in range(num_frames):
             flow = self.estimator(frames[t], frames[flow_partner(t, num_frames)])
             flow_images[t] = flow_image_for_model(flow, self.camera_motion)
+        if (rendered_h, rendered_w) != (height, width):
+            def shrink(image: np.ndarray) -> np.ndarray:
+                return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+            frames = np.stack([shrink(frame) for frame in frames])
+            flow_images = np.stack([shrink(image) for image in flow_images])
+            # a pixel is the object where it covers most of it
+            masks = np.stack([cv2.resize(m.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) > 0.5
+                              for m in masks])
         return Clip(frames, masks, flow_images)
 
 

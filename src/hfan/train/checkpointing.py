@@ -52,12 +52,14 @@ def restore_rng_state(state: dict, device: torch.device) -> None:
 
 def save_training_checkpoint(work_dir: Path, model: torch.nn.Module, config: TrainConfig, iteration: int,
                              optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
-                             rng_states: list[dict], samples_per_step: int) -> Path:
-    """`iter_<N>.pth` (N = iterations done), written atomically, then `latest.pth` pointed at it."""
+                             rng_states: list[dict], samples_per_step: int, **extra) -> Path:
+    """`iter_<N>.pth` (N = iterations done), written atomically, then `latest.pth` pointed at it. `extra`: more
+    state to resume (the weight average's `ema`)."""
     path = save_checkpoint(work_dir / checkpoint_name(iteration), model, config.model,
                            train_config=config.to_dict(), iteration=iteration,
                            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                           scaler=scaler.state_dict(), rng_states=rng_states, samples_per_step=samples_per_step)
+                           scaler=scaler.state_dict(), rng_states=rng_states, samples_per_step=samples_per_step,
+                           **extra)
     _point_latest_at(path)
     return path
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from hfan.datasets.composites import CompositeTrainDataset, write_validation_videos
@@ -41,6 +42,8 @@ from hfan.train.validate import evaluate_split, scored_samples
 
 DATA_REPORT = "data_problems.txt"
 BEST_CHECKPOINT = "best.pth"
+BEST_EMA_CHECKPOINT = "best_ema.pth"
+EMA_PREFIX = "ema "  # validation columns of the weight average: "ema J-Mean", ...
 COMPOSITE_VALIDATION = "composite_val"  # held-out composite videos, rendered once into the work dir
 
 
@@ -177,6 +180,10 @@ class _Trainer:
         self.iteration = 0
         self.step_rates: dict[str, float] = {}  # learning rate of each group in the last step
         self.best: tuple[float, int] | None = None  # (score, iteration) of best.pth
+        self.best_ema: tuple[float, int] | None = None  # the same for best_ema.pth
+        # Buffers (batch-norm statistics) are averaged too: the average is a model of its own, used as it is.
+        self.ema = None if config.ema_decay is None else AveragedModel(
+            self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
         if resume is not None:
             self._restore(resume)
         self.stream.start_step = self.iteration
@@ -204,10 +211,21 @@ class _Trainer:
                        "the dropout / drop-path draws do not")
         restore_rng_state(rng_states[context.rank % len(rng_states)], self.device)
         self.iteration = state["iteration"]
-        best = self.work_dir / BEST_CHECKPOINT
-        if config.keep_best and best.is_file():  # the score to beat is the one best.pth holds
-            kept = read_checkpoint_file(best)
-            self.best = (float(kept["validation"][config.keep_best]), int(kept["iteration"]))
+        if self.ema is not None:
+            if "ema" not in state:
+                raise ValueError(f"{config.resume} holds no weight average: resume it with ema_decay=null, or "
+                                 "start a new run with ema_decay")
+            self.ema.load_state_dict(state["ema"])
+        self.best = self._kept_score(BEST_CHECKPOINT, config.keep_best)  # the score to beat is the one kept
+        if self.ema is not None:
+            self.best_ema = self._kept_score(BEST_EMA_CHECKPOINT, config.keep_best and EMA_PREFIX + config.keep_best)
+
+    def _kept_score(self, name: str, column: str | None) -> tuple[float, int] | None:
+        path = self.work_dir / name
+        if not column or not path.is_file():
+            return None
+        kept = read_checkpoint_file(path)
+        return float(kept["validation"][column]), int(kept["iteration"])
 
     def loader(self) -> Iterator[dict[str, torch.Tensor]]:
         data = self.config.data
@@ -229,6 +247,8 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step_rates = {f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups}
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.iteration += 1
         return loss
 
@@ -236,30 +256,44 @@ class _Trainer:
         rng_states = distributed.all_gather(self.context, capture_rng_state(self.device))
         path = self.work_dir / checkpoint_name(self.iteration)
         if self.context.is_main:
+            extra = {} if self.ema is None else {"ema": self.ema.state_dict()}
             path = save_training_checkpoint(self.work_dir, self.model, self.config, self.iteration, self.optimizer,
-                                            self.scheduler, self.scaler, rng_states, self.stream.samples_per_step)
+                                            self.scheduler, self.scaler, rng_states, self.stream.samples_per_step,
+                                            **extra)
         distributed.barrier(self.context)
         return path
 
-    def _keep_if_best(self, summary: dict[str, float]) -> None:
-        """best.pth: the model (our checkpoint format) at the validation with the highest `keep_best` so far."""
-        column = self.config.keep_best
+    def _keep_if_best(self, model: torch.nn.Module, summary: dict[str, float], column: str | None,
+                      best: tuple[float, int] | None, name: str) -> tuple[float, int] | None:
+        """`name` (best.pth, best_ema.pth): `model` (our checkpoint format) at the validation with the highest
+        `column` so far. Returns the (score, iteration) kept."""
         if column is None:
-            return
+            return best
         score = float(summary[column])
-        if self.best is None or score > self.best[0]:
-            self.best = (score, self.iteration)
-            save_checkpoint(self.work_dir / BEST_CHECKPOINT, self.model, self.model.config, iteration=self.iteration,
-                            validation={k: float(v) for k, v in summary.items()}, selected_by=column,
-                            train_config=self.config.to_dict())
+        if best is not None and score <= best[0]:
+            return best
+        save_checkpoint(self.work_dir / name, model, self.model.config, iteration=self.iteration,
+                        validation={k: float(v) for k, v in summary.items()}, selected_by=column,
+                        train_config=self.config.to_dict())
+        return score, self.iteration
+
+    def _evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        return evaluate_split(model, self.val_root, self.config.data.val_split, self.model.config.test,
+                              progress=self.progress)
 
     def validate(self) -> dict[str, float] | None:
+        """The DAVIS summary of the trained weights and, with ema_decay, of their average (columns "ema ...")."""
         summary = None
         if self.context.is_main:
-            summary = evaluate_split(self.model, self.val_root, self.config.data.val_split,
-                                     self.model.config.test, progress=self.progress)
+            summary = self._evaluate(self.model)
             self.model.train()
-            self._keep_if_best(summary)
+            keep = self.config.keep_best
+            self.best = self._keep_if_best(self.model, summary, keep, self.best, BEST_CHECKPOINT)
+            if self.ema is not None:
+                averaged = {EMA_PREFIX + k: v for k, v in self._evaluate(self.ema.module).items()}
+                summary.update(averaged)
+                self.best_ema = self._keep_if_best(self.ema.module, summary, keep and EMA_PREFIX + keep,
+                                                   self.best_ema, BEST_EMA_CHECKPOINT)
         distributed.barrier(self.context)
         return summary
 
@@ -292,7 +326,10 @@ def _run(trainer: _Trainer, progress: bool) -> TrainResult:
     config, context = trainer.config, trainer.context
     log = None
     if context.is_main:
-        log = TrainLog(trainer.work_dir, [g["name"] for g in trainer.optimizer.param_groups], DAVIS_COLUMNS,
+        val_columns = list(DAVIS_COLUMNS)
+        if trainer.ema is not None:
+            val_columns += [EMA_PREFIX + column for column in DAVIS_COLUMNS]
+        log = TrainLog(trainer.work_dir, [g["name"] for g in trainer.optimizer.param_groups], val_columns,
                        trainer.iteration, config.tensorboard)
     bar = tqdm(total=config.iterations, initial=trainer.iteration, desc="training", unit="it",
                disable=not progress, dynamic_ncols=True)
