@@ -213,8 +213,8 @@ class _Trainer:
         self.iteration = state["iteration"]
         if self.ema is not None:
             if "ema" not in state:
-                raise ValueError(f"{config.resume} holds no weight average: resume it with ema_decay=null, or "
-                                 "start a new run with ema_decay")
+                raise ValueError(f"{config.resume} holds no weight average: resume it with --options "
+                                 "ema_decay=none, or start a new run with ema_decay")
             self.ema.load_state_dict(state["ema"])
         self.best = self._kept_score(BEST_CHECKPOINT, config.keep_best)  # the score to beat is the one kept
         if self.ema is not None:
