@@ -3,10 +3,11 @@
     python benchmarks/davis_mini.py --out runs/davis_mini
     python benchmarks/motion_baseline.py --json runs/davis_mini/baseline.json
     python benchmarks/plot_davis.py runs/davis_mini/results.json runs/davis_mini/baseline.json \\
-        --names hfan-default --out docs/default_model_davis.png
+        --names default --rename default=hfan-default --out docs/default_model_davis.png
 
 Each input is a results.json of davis_mini.py (or motion_baseline.py --json): a list of methods, each with its
-J and F per sequence. --names keeps only those methods, in that order (default: all).
+J and F per sequence. --names keeps only those methods of the first file, in that order (default: all; davis_mini.py
+calls its plain settings `default`); --rename changes legend labels.
 """
 from __future__ import annotations
 
@@ -36,9 +37,12 @@ def main() -> None:
             by_name = {row["name"]: row for row in rows}
             missing = [name for name in args.names if name not in by_name]
             if missing:
-                raise SystemExit(f"{path}: no method {', '.join(missing)} (it has {', '.join(by_name)})")
+                parser.error(f"{path}: no method {', '.join(missing)} (it has {', '.join(by_name)})")
             rows = [by_name[name] for name in args.names]
         methods += rows
+    bad = [text for text in args.rename if "=" not in text]
+    if bad:
+        parser.error(f"--rename {' '.join(bad)}: give OLD=NEW, e.g. --rename default=hfan-default")
     labels = dict(text.split("=", 1) for text in args.rename)
     sequences = list(methods[0]["sequences"])
     groups = sequences + ["mean"]

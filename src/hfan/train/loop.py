@@ -218,7 +218,12 @@ class _Trainer:
             self.ema.load_state_dict(state["ema"])
         self.best = self._kept_score(BEST_CHECKPOINT, config.keep_best)  # the score to beat is the one kept
         if self.ema is not None:
-            self.best_ema = self._kept_score(BEST_EMA_CHECKPOINT, config.keep_best and EMA_PREFIX + config.keep_best)
+            self.best_ema = self._kept_score(BEST_EMA_CHECKPOINT, self._ema_keep_best)
+
+    @property
+    def _ema_keep_best(self) -> str | None:
+        """The validation column that picks best_ema.pth: keep_best's, of the weight average."""
+        return self.config.keep_best and EMA_PREFIX + self.config.keep_best
 
     def _kept_score(self, name: str, column: str | None) -> tuple[float, int] | None:
         path = self.work_dir / name
@@ -287,13 +292,12 @@ class _Trainer:
         if self.context.is_main:
             summary = self._evaluate(self.model)
             self.model.train()
-            keep = self.config.keep_best
-            self.best = self._keep_if_best(self.model, summary, keep, self.best, BEST_CHECKPOINT)
+            self.best = self._keep_if_best(self.model, summary, self.config.keep_best, self.best, BEST_CHECKPOINT)
             if self.ema is not None:
                 averaged = {EMA_PREFIX + k: v for k, v in self._evaluate(self.ema.module).items()}
                 summary.update(averaged)
-                self.best_ema = self._keep_if_best(self.ema.module, summary, keep and EMA_PREFIX + keep,
-                                                   self.best_ema, BEST_EMA_CHECKPOINT)
+                self.best_ema = self._keep_if_best(self.ema.module, summary, self._ema_keep_best, self.best_ema,
+                                                   BEST_EMA_CHECKPOINT)
         distributed.barrier(self.context)
         return summary
 
