@@ -10,10 +10,11 @@ Cases: one 512x512 window (frame + flow, logits out) and one DAVIS frame through
                   concatenation (HFANHead.concat_fuse), glibc's allocator at its defaults
   batched         up to 8 windows per forward (4 DAVIS frames = 12 windows: 8 + 4), concatenation, glibc defaults
   malloc          faithful + hfan.inference.malloc.tune_malloc
-  unfolded        batched + tune_malloc: the default with the decoder fold off (the commands' default before it;
-                  called malloc-batched in earlier runs)
+  unfolded        batched + tune_malloc: the default with the decoder fold and the fused Mix-FFN kernel off (the
+                  commands' default before them; called malloc-batched in earlier runs)
   default         what `hfan segment`, `hfan infer`, `Predictor(model)` and `segment_video` run on the CPU:
-                  8 windows per forward, tune_malloc, the decoder fold (HFANHead.folded_fuse)
+                  8 windows per forward, tune_malloc, the decoder fold (HFANHead.folded_fuse), Mix-FFN's
+                  depth-wise convolution and GELU as one oneDNN call (MixFFN.fuse_conv_gelu)
   onnx            onnxruntime for the forward (CPU), windows batched, tune_malloc, the fold (exported in eval mode)
   compiled        (--compile) torch.compile: inductor + freezing on CPU (one window per forward), CUDA graphs on
                   CUDA (12 windows per forward), tune_malloc, the fold
@@ -100,13 +101,15 @@ def worker(connection, tuned: bool, variants: list[str], args) -> None:
         tune_malloc()
     from hfan.inference.predictor import Predictor
     from hfan.models import build_model
+    from hfan.models.mit import MixFFN, set_conv_gelu_fusion
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
     folded = build_model(get_preset(args.preset)).eval().to(device)
-    unfolded = copy.deepcopy(folded)
+    unfolded = copy.deepcopy(folded)  # the original's operators: no decoder fold, no fused Mix-FFN kernel
     unfolded.decode_head.fold_linear_fuse = False
+    set_conv_gelu_fusion(unfolded, False)
     predictors = {}
     for name in variants:
         _, fold, options = VARIANTS[name]
@@ -136,8 +139,14 @@ def worker(connection, tuned: bool, variants: list[str], args) -> None:
             twin = predictor if predictor.backend == "torch" else Predictor(
                 predictor.model, predictor.config, device=device, precision=predictor.precision,
                 max_batch=predictor.max_batch, tune_allocator=False)
+            # FlopCounterMode does not know oneDNN's fused convolution + GELU: counted with the three operators
+            # it replaces (the same FLOPs), then the variant's setting is restored
+            fused = [ffn.fuse_conv_gelu for ffn in twin.model.modules() if isinstance(ffn, MixFFN)]
+            set_conv_gelu_fusion(twin.model, False)
             with FlopCounterMode(display=False) as counter:
                 run_case(twin, kind, inputs)
+            for ffn, state in zip((ffn for ffn in twin.model.modules() if isinstance(ffn, MixFFN)), fused):
+                ffn.fuse_conv_gelu = state
             connection.send(counter.get_total_flops())
             continue
         if device.type == "cuda":

@@ -169,6 +169,10 @@ class CompositeConfig:
     parallax_probability: float = 0.0  # a near layer (a fence or 1-2 shapes) moving 1.3-2.5x the camera
     ripple_probability: float = 0.0  # a non-rigid background below a random horizon
     ripple_amplitude: float = 1.5  # largest displacement of the non-rigid background, px at `size`
+    # A primary object that is not rigid (an animal's legs, a walker, a flag): a smooth displacement field over the
+    # shape that swings back and forth over time, so its flow is not one motion and its outline changes.
+    deform_probability: float = 0.0
+    deform_amplitude: float = 0.12  # largest displacement, as a fraction of the shape's longest side
     # Clips are rendered and their flow computed at render_scale times their size, then frames, flow images and
     # masks are resized down to it (cv2 bilinear, as the test resizes): `hfan segment` computes the flow at the
     # video's resolution, several times the model's input. 1: rendered at the size itself.
@@ -179,9 +183,12 @@ class CompositeConfig:
     val_size: tuple[int, int] = (144, 256)  # (h, w) of the validation clips, a video's aspect ratio
 
     def validate(self) -> None:
-        for name in ("secondary_probability", "track_probability", "parallax_probability", "ripple_probability"):
+        for name in ("secondary_probability", "track_probability", "parallax_probability", "ripple_probability",
+                     "deform_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"data.composites.{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.deform_amplitude <= 0.5:
+            raise ValueError(f"data.composites.deform_amplitude must be in [0, 0.5], got {self.deform_amplitude}")
         if not 1 <= self.render_scale <= 8:
             raise ValueError(f"data.composites.render_scale must be in [1, 8], got {self.render_scale}")
 

@@ -150,11 +150,13 @@ def _default_model_recipe() -> TrainConfig:
         model=get_preset("hfan-default"),
         # Clean motion labels (run B, docs/default_model.md): the camera tracks the primary object only when it
         # moves itself, and no second, smaller mover is labelled background. A non-rigid (water-like) background
-        # below a horizon in 30 % of clips (run F: it helped on real video where C's other additions did not).
+        # below a horizon in 30 % of clips (run F: it helped on real video where C's other additions did not). A
+        # primary object that bends (up to 20 % of its side) in half of the clips (runs I and J: legs, a walker).
         data=DataConfig(source="composites", root="", val_root=None, batch_per_gpu=8, workers_per_gpu=1,
                         pin_memory=False,
                         composites=CompositeConfig(track_min_camera_speed=2.0, secondary_probability=0.0,
-                                                   ripple_probability=0.3)),
+                                                   ripple_probability=0.3, deform_probability=0.5,
+                                                   deform_amplitude=0.2)),
         optimizer=OptimizerConfig(lr=5e-4),
         schedule=ScheduleConfig(policy="poly", power=1.0, min_lr=1e-6, warmup="linear", warmup_iters=100,
                                 warmup_ratio=1e-3),

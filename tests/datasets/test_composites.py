@@ -154,8 +154,10 @@ def _with(config: CompositeConfig, **changes) -> CompositeConfig:
 
 def test_the_extra_camera_effects_are_off_by_default_and_draw_nothing_when_off(assets, config):
     """Recipe B's clips do not depend on the fields added for recipe C (their draws happen only when on)."""
-    assert (config.perspective, config.parallax_probability, config.ripple_probability) == (0, 0, 0)
-    changed = _with(config, ripple_amplitude=9.0)  # used only when ripple_probability > 0
+    assert (config.perspective, config.parallax_probability, config.ripple_probability,
+            config.deform_probability) == (0, 0, 0, 0)
+    # used only when ripple_probability / deform_probability > 0
+    changed = _with(config, ripple_amplitude=9.0, deform_amplitude=0.4)
     _assert_same_clip(CompositeGenerator(assets, config).clip(_rng(3), 2),
                       CompositeGenerator(assets, changed).clip(_rng(3), 2))
 
@@ -216,6 +218,34 @@ def test_the_non_rigid_background_moves_the_bottom_of_the_frame(assets, config):
         assert difference.max() > 0.5, f"seed {seed}: no displacement"
         bottom_minus_top.append(difference[-30:].mean() - difference[:30].mean())
     assert np.median(bottom_minus_top) > 0
+
+
+def test_a_non_rigid_primary_object_changes_its_outline_and_nothing_else(assets, config):
+    """The same draws with a deformation of amplitude 0 (rigid) and 0.15: the primary mask changes over the clip,
+    the frames change only around the object, and the mask is still the object's (its colour where it is)."""
+    rigid = CompositeGenerator(assets, _with(config, deform_probability=1.0, deform_amplitude=0.0,
+                                             secondary_probability=0.0))
+    bent = CompositeGenerator(assets, _with(config, deform_probability=1.0, deform_amplitude=0.15,
+                                            secondary_probability=0.0))
+    outline_changed = 0
+    for seed in range(6):
+        frames_a, masks_a, _ = rigid.render(_rng(seed), 4, 128, 128)
+        frames_b, masks_b, _ = bent.render(_rng(seed), 4, 128, 128)
+        if not masks_a.any():
+            continue
+        moved = (masks_a ^ masks_b).mean(axis=(1, 2))
+        outline_changed += moved.max() > 0.002
+        # JPEG's 16x16 colour blocks carry a change up to a block beyond the object
+        near_object = np.stack([cv2.dilate((a | b).astype(np.uint8), np.ones((35, 35), np.uint8)) > 0
+                                for a, b in zip(masks_a, masks_b)])
+        far = np.abs(frames_a.astype(int) - frames_b.astype(int)).max(axis=-1)[~near_object]
+        assert np.percentile(far, 99) <= 2, f"seed {seed}: the deformation changed the frame away from the object"
+        layers, _ = bent._layers(_rng(seed), 128, 128)
+        [primary] = [layer for layer in layers if layer.primary]
+        assert primary.deformation is not None and primary.alpha.shape == primary.rgb.shape[:2]
+        # padded so that parts may move out of the shape's box, and nothing sits on the padding at rest
+        assert not primary.alpha[0].any() and not primary.alpha[:, -1].any()
+    assert outline_changed >= 4
 
 
 def test_the_train_dataset_is_deterministic_and_normalised(assets, config):

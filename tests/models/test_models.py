@@ -12,6 +12,7 @@ from hfan.presets import get_preset
 from hfan.inference.predictor import Predictor
 from hfan.models import build_model
 from hfan.models.checkpoints import load_model, official_to_ours, ours_to_official
+from hfan.models.mit import MixFFN, set_conv_gelu_fusion
 
 REFERENCE = "fixtures/hfan_reference_b0"
 
@@ -51,15 +52,39 @@ def test_matches_the_original_code(method, reference_inputs, tmp_path):
     assert model.config.backbone.name == "mit_b0"
     assert model.config.decode_head.select_method == method
     expected = torch.load(shared_path(f"{REFERENCE}/outputs_b0_{method}.pt"), weights_only=True)
-    for fold in (False, True):  # the original's concatenation, and the decoder fold every eval forward runs
+    # the original's operators, and the decoder fold and fused Mix-FFN kernel that every eval forward runs
+    for fold, fuse in ((False, False), (True, False), (False, True), (True, True)):
         model.decode_head.fold_linear_fuse = fold
+        set_conv_gelu_fusion(model, fuse)
         with torch.no_grad():
             logits = model(reference_inputs["frame"], reference_inputs["flow"])
-        assert (logits - expected["decode_logits"]).abs().max().item() <= 1e-4, f"fold {fold}"
+        assert (logits - expected["decode_logits"]).abs().max().item() <= 1e-4, f"fold {fold}, fused FFN {fuse}"
     # The full test path: one 512x512 window, logits to 512x512, softmax, argmax.
     probs = Predictor(model).logits(reference_inputs["frame"], reference_inputs["flow"]).softmax(1)
     agreement = (probs.argmax(1).to(torch.uint8) == expected["seg_pred"]).float().mean().item()
     assert agreement >= 0.9999
+
+
+def test_the_fused_mix_ffn_kernel_runs_only_in_eager_cpu_inference_and_equals_the_original(monkeypatch):
+    """Eval without autograd takes the one oneDNN call; training, autograd and graph capture take the original's
+    three operators (the fused kernel has no backward and is not an exportable operator)."""
+    torch.manual_seed(0)
+    ffn = MixFFN(32, 128)
+    x = torch.randn(2, 12 * 20, 32)
+    fused_calls = []
+    original = MixFFN._conv_gelu_onednn
+    monkeypatch.setattr(MixFFN, "_conv_gelu_onednn",
+                        lambda self, *args: fused_calls.append(1) or original(self, *args))
+    reference = ffn.fc2(torch.nn.functional.gelu(ffn.dwconv(ffn.fc1(x), 12, 20)))
+    ffn.eval()
+    with torch.no_grad():
+        fused = ffn(x, 12, 20)
+    assert fused_calls == [1] and (fused - reference).abs().max().item() <= 1e-5
+    ffn(x, 12, 20).sum().backward()  # eval with autograd: the original operators, gradients flow
+    ffn.train()
+    with torch.no_grad():
+        ffn(x, 12, 20)
+    assert fused_calls == [1] and ffn.fc1.weight.grad is not None
 
 
 def test_backbone_features_match(reference_inputs):

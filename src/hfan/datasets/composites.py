@@ -13,7 +13,9 @@ the camera moves: translation, rotation and zoom, constant per frame. On it lie 
   component of the camera motion (`perspective`, a plane seen at an angle), a near layer with parallax
   (`parallax_probability`: a fence of bars or clip-art shapes fixed to the scene but closer to the camera, so it
   moves faster than the background; labelled background) and a non-rigid background (`ripple_probability`: a
-  smooth displacement field, new every frame, below a random horizon, as water or foliage).
+  smooth displacement field, new every frame, below a random horizon, as water or foliage);
+* optionally a non-rigid primary object (`deform_probability`): a smooth displacement field over the shape that
+  swings back and forth, so that the object's flow is not one motion and its outline changes (legs, a walker).
 
 Then the nuisances a real camera adds: gain change, sensor noise, defocus or motion blur along the camera
 motion, JPEG compression. The flow a model trains on is what it gets at test time: DIS estimated on the RENDERED
@@ -227,9 +229,34 @@ class _Layer:
     start: np.ndarray  # 3x3: layer pixels -> frame at t = 0
     motion: np.ndarray  # 3x3 in frame coordinates, applied once per frame
     primary: bool = False
+    deformation: "_Deformation | None" = None  # non-rigid: the layer's pixels move within it
 
     def transform(self, t: int) -> np.ndarray:
         return np.linalg.matrix_power(self.motion, t) @ self.start
+
+    def pixels(self, t: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The layer's colour and alpha at frame t, in its own coordinates."""
+        if self.deformation is None:
+            return self.rgb, self.alpha
+        return self.deformation.apply(self.rgb, t, cv2.BORDER_REFLECT101), self.deformation.apply(
+            self.alpha, t, cv2.BORDER_CONSTANT)
+
+
+@dataclass
+class _Deformation:
+    """A displacement field that swings between two smooth random fields: cos(wt + p) A + sin(wt + p) B, so the
+    motion it adds is smooth in time (a limb or a flag, not noise) and of a size that varies over the shape."""
+
+    fields: np.ndarray  # (2, 2, h, w) float32: A and B, x and y displacements in layer pixels
+    speed: float  # w, radians per frame
+    phase: float
+
+    def apply(self, image: np.ndarray, t: int, border: int) -> np.ndarray:
+        angle = self.speed * t + self.phase
+        dx, dy = np.float32(np.cos(angle)) * self.fields[0] + np.float32(np.sin(angle)) * self.fields[1]
+        h, w = dx.shape
+        grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        return cv2.remap(image, grid_x + dx, grid_y + dy, cv2.INTER_LINEAR, borderMode=border)
 
 
 @dataclass
@@ -347,6 +374,8 @@ class CompositeGenerator:
         else:
             own = _random_motion(rng, cx, cy, rng.uniform(1.0, cfg.max_speed) * unit, 0.05, 0.05) @ camera
         primary = self._object(rng, height, width, primary_area, own, camera, primary=True)
+        if cfg.deform_probability > 0 and rng.random() < cfg.deform_probability:
+            self._make_non_rigid(rng, primary)
         objects.append(primary)
         if rng.random() < cfg.secondary_probability:
             secondary_motion = _random_motion(rng, cx, cy, rng.uniform(1.0, cfg.max_speed / 2) * unit, 0.05, 0.05)
@@ -371,6 +400,26 @@ class CompositeGenerator:
             else:
                 layers[1:1] = near
         return layers, camera
+
+    def _make_non_rigid(self, rng: np.random.Generator, layer: _Layer) -> None:
+        """Pads the layer (its parts may move out of the shape's box) and gives it a deformation."""
+        pad = int(np.ceil(self.config.deform_amplitude * max(layer.alpha.shape))) + 1
+        layer.rgb = cv2.copyMakeBorder(layer.rgb, pad, pad, pad, pad, cv2.BORDER_REFLECT101)
+        layer.alpha = cv2.copyMakeBorder(layer.alpha, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+        layer.start = layer.start @ np.array([[1, 0, -pad], [0, 1, -pad], [0, 0, 1.0]])
+        layer.deformation = self._deformation(rng, *layer.alpha.shape, reach=max(layer.alpha.shape) - 2 * pad)
+
+    def _deformation(self, rng: np.random.Generator, height: int, width: int, reach: int) -> _Deformation:
+        """Two smooth fields of 2-4 cells a side over a layer of height x width, displacing by up to
+        deform_amplitude x `reach` (the shape's side): a few parts that move apart."""
+        cells = int(rng.integers(2, 5))
+        fields = rng.normal(0, 1, (2, 2, cells, cells)).astype(np.float32)
+        fields = np.stack([[cv2.resize(f, (width, height), interpolation=cv2.INTER_CUBIC) for f in pair]
+                           for pair in fields])
+        largest = self.config.deform_amplitude * reach * rng.uniform(0.4, 1.0)
+        fields *= largest / max(float(np.abs(fields).max()), 1e-6)
+        # a quarter to a full swing every ~6-20 frames
+        return _Deformation(fields, float(rng.uniform(0.3, 1.0)), float(rng.uniform(0, 2 * np.pi)))
 
     def _ripple(self, rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """A smooth displacement field (x and y maps for cv2.remap) below a random horizon."""
@@ -399,15 +448,16 @@ class CompositeGenerator:
             image = frames[t]
             for layer in layers:
                 matrix = layer.transform(t)
-                colour = _warp(layer.rgb, matrix, width, height, cv2.BORDER_REFLECT101).astype(np.float32)
-                if layer.alpha is None:
+                layer_rgb, layer_alpha = layer.pixels(t)
+                colour = _warp(layer_rgb, matrix, width, height, cv2.BORDER_REFLECT101).astype(np.float32)
+                if layer_alpha is None:
                     if ripple_weight is not None:  # a new field each frame: it does not move coherently
                         dx, dy = self._ripple(rng, height, width) * ripple_weight
                         colour = cv2.remap(colour, grid_x + dx, grid_y + dy, cv2.INTER_LINEAR,
                                            borderMode=cv2.BORDER_REFLECT101)
                     image[...] = colour
                     continue
-                alpha = _warp(layer.alpha, matrix, width, height, cv2.BORDER_CONSTANT)
+                alpha = _warp(layer_alpha, matrix, width, height, cv2.BORDER_CONSTANT)
                 weight = alpha.astype(np.float32)[..., None] / 255.0
                 image *= 1 - weight
                 image += colour * weight

@@ -96,7 +96,29 @@ class DWConv(nn.Module):
         return x.flatten(2).transpose(1, 2)
 
 
+def _eager_cpu_inference(x: torch.Tensor) -> bool:
+    """An eager fp32 CPU forward without autograd: no graph capture (ONNX export, torch.compile, tracing), which
+    must see standard operators; oneDNN's fused kernels present."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling() and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+
+
+def set_conv_gelu_fusion(module: nn.Module, enabled: bool) -> None:
+    """Turns MixFFN's fused inference kernel on or off in every MixFFN under `module` (on by default)."""
+    for child in module.modules():
+        if isinstance(child, MixFFN):
+            child.fuse_conv_gelu = enabled
+
+
 class MixFFN(nn.Module):
+    # Inference on the CPU runs the depth-wise convolution and the GELU after it as one oneDNN call (the exact erf
+    # GELU as a post-op: the kernel inductor uses), so the hidden map is written and read once instead of three
+    # times. Training, other devices and dtypes run the original's three operators; both compute the same
+    # function (tests/models/test_models.py). benchmarks/model_speed.py compares them in one run: docs/speed.md.
+    fuse_conv_gelu = True
+
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
@@ -104,7 +126,18 @@ class MixFFN(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        return self.fc2(F.gelu(self.dwconv(self.fc1(x), height, width)))
+        hidden = self.fc1(x)
+        if self.fuse_conv_gelu and not self.training and _eager_cpu_inference(hidden):
+            return self.fc2(self._conv_gelu_onednn(hidden, height, width))
+        return self.fc2(F.gelu(self.dwconv(hidden, height, width)))
+
+    def _conv_gelu_onednn(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        batch, _, channels = x.shape
+        conv = self.dwconv.dwconv
+        x = torch.ops.mkldnn._convolution_pointwise(
+            x.transpose(1, 2).reshape(batch, channels, height, width), conv.weight, conv.bias, conv.padding,
+            conv.stride, conv.dilation, conv.groups, "gelu", [None], "none")
+        return x.flatten(2).transpose(1, 2)
 
 
 class Block(nn.Module):
