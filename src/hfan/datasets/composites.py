@@ -418,7 +418,7 @@ class CompositeGenerator:
                            for pair in fields])
         largest = self.config.deform_amplitude * reach * rng.uniform(0.4, 1.0)
         fields *= largest / max(float(np.abs(fields).max()), 1e-6)
-        # a quarter to a full swing every ~6-20 frames
+        # 0.3-1 radians per frame: one full swing every 6-21 frames
         return _Deformation(fields, float(rng.uniform(0.3, 1.0)), float(rng.uniform(0, 2 * np.pi)))
 
     def _ripple(self, rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
