@@ -274,6 +274,9 @@ class TrainConfig:
     # An exponential moving average of the weights, updated after every step (None: off). Validated next to the
     # trained weights; with keep_best, its best is kept as best_ema.pth. It does not change the training itself.
     ema_decay: float | None = None
+    # A soft Jaccard (IoU) loss of the foreground added to the cross-entropy with this weight (0: the original's
+    # cross-entropy only; hfan.train.loop.segmentation_loss).
+    jaccard_loss_weight: float = 0.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -293,6 +296,8 @@ class TrainConfig:
             _one_of(self.keep_best, DAVIS_COLUMNS, "keep_best")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+        if self.jaccard_loss_weight < 0:
+            raise ValueError(f"jaccard_loss_weight must be >= 0, got {self.jaccard_loss_weight}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         _one_of(self.schedule.policy, LR_POLICIES, "schedule.policy")

@@ -10,7 +10,7 @@ from PIL import Image
 from helpers.train_data import tiny_config, write_flat_split
 from hfan import build_model, save_checkpoint
 from hfan.cli import main as hfan_main
-from hfan.config import SELECT_METHODS, AugmentConfig, apply_overrides
+from hfan.config import SELECT_METHODS, AugmentConfig, TrainConfig, apply_overrides
 from hfan.datasets.train_dataset import FlatTrainDataset
 from hfan.datasets.transforms import TrainTransform
 from hfan.models.checkpoints import read_checkpoint_file
@@ -35,6 +35,29 @@ def test_loss_is_summed_over_labelled_pixels_and_divided_by_all_pixels():
     torch.testing.assert_close(loss, expected)
     # not the mean over labelled pixels only
     assert not torch.isclose(loss, -(picked[labelled]).mean())
+
+
+def test_jaccard_term_adds_one_minus_the_soft_overlap_of_the_labelled_foreground():
+    torch.manual_seed(2)
+    logits = torch.randn(2, 2, 4, 4)
+    target = torch.randint(0, 2, (2, 16, 16))
+    target[1, :, :5] = 255
+    cross_entropy = segmentation_loss(logits, target)
+    assert torch.equal(segmentation_loss(logits, target, jaccard_weight=0.0), cross_entropy)
+    probability = F.interpolate(logits, size=(16, 16), mode="bilinear", align_corners=False).softmax(1)[:, 1]
+    expected = []
+    for image in range(2):
+        labelled = target[image] != 255
+        p, y = probability[image][labelled], (target[image][labelled] == 1).float()
+        overlap = (p * y).sum()
+        expected.append(1 - (overlap + 1) / (p.sum() + y.sum() - overlap + 1))
+    torch.testing.assert_close(segmentation_loss(logits, target, jaccard_weight=0.5),
+                               cross_entropy + 0.5 * torch.stack(expected).mean())
+    # a confident, correct prediction leaves (nearly) nothing of the term
+    sure = torch.stack([(target != 1).float(), (target == 1).float()], 1) * 40 - 20
+    assert segmentation_loss(sure, target, jaccard_weight=1.0) < 1e-6
+    with pytest.raises(ValueError, match="jaccard_loss_weight"):
+        TrainConfig(jaccard_loss_weight=-1.0).validate()
 
 
 @pytest.mark.parametrize("select_method", SELECT_METHODS)
@@ -71,9 +94,11 @@ def test_stream_resumes_at_a_step():
     assert [next(resumed) for _ in range(18)] == keys[12:]
 
 
-def test_accumulated_gradients_equal_those_of_the_whole_batch(tmp_path):
+@pytest.mark.parametrize("jaccard_weight", [0.0, 0.5])
+def test_accumulated_gradients_equal_those_of_the_whole_batch(tmp_path, jaccard_weight):
     """1 x batch 4 and 2 micro-batches x 2 give the same gradients when samples do not interact: dropout and
-    stochastic depth off, BatchNorm on its running statistics (in training, BN couples a batch's samples)."""
+    stochastic depth off, BatchNorm on its running statistics (in training, BN couples a batch's samples). The
+    Jaccard term is per image, so it accumulates the same way."""
     write_flat_split(tmp_path, videos=1, frames=4)
     dataset = FlatTrainDataset(tmp_path, "train", TrainTransform(AugmentConfig(crop_size=(64, 64),
                                                                                img_scale=(128, 64))))
@@ -91,10 +116,15 @@ def test_accumulated_gradients_equal_those_of_the_whole_batch(tmp_path):
     gradients = []
     for micro_batches in ([batch(samples)], [batch(samples[:2]), batch(samples[2:])]):
         model.zero_grad()
-        loss = accumulate_gradients(model, iter(micro_batches), len(micro_batches), scaler, torch.device("cpu"), "fp32")
+        loss = accumulate_gradients(model, iter(micro_batches), len(micro_batches), scaler, torch.device("cpu"), "fp32",
+                                    jaccard_weight=jaccard_weight)
         gradients.append((loss, [p.grad.clone() for p in model.parameters()]))
     (loss_whole, whole), (loss_accumulated, accumulated) = gradients
     torch.testing.assert_close(loss_accumulated, loss_whole)
+    whole_batch = batch(samples)
+    with torch.no_grad():
+        logits = model(whole_batch["frame"], whole_batch["flow"])
+    torch.testing.assert_close(loss_whole, segmentation_loss(logits, whole_batch["mask"], jaccard_weight=jaccard_weight))
     for a, b in zip(accumulated, whole):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
 
