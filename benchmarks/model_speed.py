@@ -10,11 +10,12 @@ Cases: one 512x512 window (frame + flow, logits out) and one DAVIS frame through
                   concatenation (HFANHead.concat_fuse), glibc's allocator at its defaults
   batched         up to 8 windows per forward (4 DAVIS frames = 12 windows: 8 + 4), concatenation, glibc defaults
   malloc          faithful + hfan.inference.malloc.tune_malloc
-  unfolded        batched + tune_malloc: the default with the decoder fold and the fused Mix-FFN kernel off (the
+  unfolded        batched + tune_malloc: the default with the decoder fold and the fused oneDNN kernels off (the
                   commands' default before them; called malloc-batched in earlier runs)
   default         what `hfan segment`, `hfan infer`, `Predictor(model)` and `segment_video` run on the CPU:
-                  8 windows per forward, tune_malloc, the decoder fold (HFANHead.folded_fuse), Mix-FFN's
-                  depth-wise convolution and GELU as one oneDNN call (MixFFN.fuse_conv_gelu)
+                  8 windows per forward, tune_malloc, the decoder fold (HFANHead.folded_fuse), MiT's fused oneDNN
+                  kernels: Mix-FFN's depth-wise convolution and GELU as one call, linear layers with the bias and
+                  the block's residual inside (Attention / MixFFN.fused_kernels, hfan.models.mit.set_fused_kernels)
   onnx            onnxruntime for the forward (CPU), windows batched, tune_malloc, the fold (exported in eval mode)
   compiled        (--compile) torch.compile: inductor + freezing on CPU (one window per forward), CUDA graphs on
                   CUDA (12 windows per forward), tune_malloc, the fold
@@ -101,15 +102,15 @@ def worker(connection, tuned: bool, variants: list[str], args) -> None:
         tune_malloc()
     from hfan.inference.predictor import Predictor
     from hfan.models import build_model
-    from hfan.models.mit import MixFFN, set_conv_gelu_fusion
+    from hfan.models.mit import Attention, MixFFN, set_fused_kernels
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
     folded = build_model(get_preset(args.preset)).eval().to(device)
-    unfolded = copy.deepcopy(folded)  # the original's operators: no decoder fold, no fused Mix-FFN kernel
+    unfolded = copy.deepcopy(folded)  # the original's operators: no decoder fold, no fused oneDNN kernels
     unfolded.decode_head.fold_linear_fuse = False
-    set_conv_gelu_fusion(unfolded, False)
+    set_fused_kernels(unfolded, False)
     predictors = {}
     for name in variants:
         _, fold, options = VARIANTS[name]
@@ -139,14 +140,15 @@ def worker(connection, tuned: bool, variants: list[str], args) -> None:
             twin = predictor if predictor.backend == "torch" else Predictor(
                 predictor.model, predictor.config, device=device, precision=predictor.precision,
                 max_batch=predictor.max_batch, tune_allocator=False)
-            # FlopCounterMode does not know oneDNN's fused convolution + GELU: counted with the three operators
-            # it replaces (the same FLOPs), then the variant's setting is restored
-            fused = [ffn.fuse_conv_gelu for ffn in twin.model.modules() if isinstance(ffn, MixFFN)]
-            set_conv_gelu_fusion(twin.model, False)
+            # FlopCounterMode does not know oneDNN's fused kernels (convolution + GELU, linear + bias + residual):
+            # counted with the operators they replace (the same FLOPs), then the variant's setting is restored
+            fusable = [layer for layer in twin.model.modules() if isinstance(layer, (Attention, MixFFN))]
+            states = [layer.fused_kernels for layer in fusable]
+            set_fused_kernels(twin.model, False)
             with FlopCounterMode(display=False) as counter:
                 run_case(twin, kind, inputs)
-            for ffn, state in zip((ffn for ffn in twin.model.modules() if isinstance(ffn, MixFFN)), fused):
-                ffn.fuse_conv_gelu = state
+            for layer, state in zip(fusable, states):
+                layer.fused_kernels = state
             connection.send(counter.get_total_flops())
             continue
         if device.type == "cuda":

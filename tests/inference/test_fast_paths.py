@@ -12,7 +12,7 @@ import torch
 from helpers.shared import shared_path
 from hfan.config import InferenceConfig
 from hfan.presets import get_preset
-from hfan.models.mit import MixFFN, set_conv_gelu_fusion
+from hfan.models.mit import Attention, MixFFN, set_fused_kernels
 from hfan.inference.predictor import Predictor
 from hfan.models import build_model
 from hfan.models.checkpoints import load_model
@@ -39,7 +39,7 @@ def _faithful(model, config=None) -> Predictor:
     operators."""
     original = copy.deepcopy(model)
     original.decode_head.fold_linear_fuse = False
-    set_conv_gelu_fusion(original, False)
+    set_fused_kernels(original, False)
     return Predictor(original, config, max_batch=1)
 
 
@@ -60,10 +60,11 @@ def test_batched_windows_equal_the_faithful_path(model, pairs):
 
 def test_the_default_path_equals_the_faithful_path(model, pairs):
     """What `Predictor(model)`, `segment_video` and the commands run: batched windows, the decoder fold and the
-    fused Mix-FFN kernel."""
+    fused oneDNN kernels of MiT."""
     default = Predictor(model, SMALL_SLIDE)
     assert default.max_batch == 8 and model.decode_head.fold_linear_fuse
-    assert all(ffn.fuse_conv_gelu for ffn in model.modules() if isinstance(ffn, MixFFN))
+    fusable = [layer for layer in model.modules() if isinstance(layer, (Attention, MixFFN))]
+    assert fusable and all(layer.fused_kernels for layer in fusable)
     _assert_same_prediction(default, _faithful(model, SMALL_SLIDE), *pairs)
 
 

@@ -1,6 +1,7 @@
 """The model against the original code's outputs, the official key lists, and the loader's errors."""
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -12,7 +13,8 @@ from hfan.presets import get_preset
 from hfan.inference.predictor import Predictor
 from hfan.models import build_model
 from hfan.models.checkpoints import load_model, official_to_ours, ours_to_official
-from hfan.models.mit import MixFFN, set_conv_gelu_fusion
+from hfan.models import mit
+from hfan.models.mit import Block, MixFFN, set_fused_kernels
 
 REFERENCE = "fixtures/hfan_reference_b0"
 
@@ -55,7 +57,7 @@ def test_matches_the_original_code(method, reference_inputs, tmp_path):
     # the original's operators, and the decoder fold and fused Mix-FFN kernel that every eval forward runs
     for fold, fuse in ((False, False), (True, False), (False, True), (True, True)):
         model.decode_head.fold_linear_fuse = fold
-        set_conv_gelu_fusion(model, fuse)
+        set_fused_kernels(model, fuse)
         with torch.no_grad():
             logits = model(reference_inputs["frame"], reference_inputs["flow"])
         assert (logits - expected["decode_logits"]).abs().max().item() <= 1e-4, f"fold {fold}, fused FFN {fuse}"
@@ -85,6 +87,47 @@ def test_the_fused_mix_ffn_kernel_runs_only_in_eager_cpu_inference_and_equals_th
     with torch.no_grad():
         ffn(x, 12, 20)
     assert fused_calls == [1] and ffn.fc1.weight.grad is not None
+
+
+def test_a_block_with_fused_linear_layers_equals_the_original_operators(monkeypatch):
+    """In eval without autograd every linear layer of a block is one oneDNN call, the skip connections inside
+    attention's and the feed-forward's last one; the output is the original's x + attn(norm1(x)), then
+    x + mlp(norm2(x)). With autograd (or set_fused_kernels off) none of them runs."""
+    torch.manual_seed(0)
+    block = Block(32, num_heads=2, mlp_ratio=4, sr_ratio=2, drop_path_rate=0.1).eval()
+    x = torch.randn(2, 12 * 20, 32)
+    original = copy.deepcopy(block)
+    set_fused_kernels(original, False)
+    with torch.no_grad():
+        x1 = x + original.attn(original.norm1(x), 12, 20)
+        reference = x1 + original.mlp(original.norm2(x1), 12, 20)
+    calls = []
+    kernels = torch.ops.mkldnn._linear_pointwise
+    monkeypatch.setattr(mit, "_linear", lambda layer, x, fused, residual=None: calls.append(
+        (fused, residual is not None)) or _fused_linear(kernels, layer, x, fused, residual))
+    with torch.no_grad():
+        fused = block(x, 12, 20)
+    # q, kv, fc1 plain; proj and fc2 with the residual
+    assert sorted(calls) == [(True, False)] * 3 + [(True, True)] * 2
+    assert (fused - reference).abs().max().item() <= 1e-5
+    calls.clear()
+    block(x, 12, 20).sum().backward()  # autograd: the original operators
+    assert all(not fused for fused, _ in calls) and block.attn.q.weight.grad is not None
+    calls.clear()
+    set_fused_kernels(block, False)
+    with torch.no_grad():
+        unfused = block(x, 12, 20)
+    assert all(not fused for fused, _ in calls)
+    assert (unfused - reference).abs().max().item() <= 1e-5
+
+
+def _fused_linear(kernels, layer, x, fused, residual):
+    """mit._linear spelled out against the oneDNN kernels themselves."""
+    if not fused:
+        return layer(x) if residual is None else residual + layer(x)
+    if residual is None:
+        return kernels(x, layer.weight, layer.bias, "none", [], "")
+    return kernels.binary(x, residual, layer.weight, layer.bias, "add")
 
 
 def test_backbone_features_match(reference_inputs):

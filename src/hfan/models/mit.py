@@ -61,6 +61,8 @@ class OverlapPatchEmbed(nn.Module):
 class Attention(nn.Module):
     """Efficient self-attention: keys and values from a spatially reduced (sr x sr strided conv) sequence."""
 
+    fused_kernels = True  # oneDNN's linear layers in CPU inference (_linear)
+
     def __init__(self, dim: int, num_heads: int, sr_ratio: int):
         super().__init__()
         self.num_heads = num_heads
@@ -72,17 +74,19 @@ class Attention(nn.Module):
             self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
             self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, height: int, width: int, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention's output, plus `residual` where one is given (the block's skip connection)."""
+        fused = self.fused_kernels and not self.training and _eager_cpu_inference(x)
         batch, tokens, channels = x.shape
         head_dim = channels // self.num_heads
-        q = self.q(x).reshape(batch, tokens, self.num_heads, head_dim).transpose(1, 2)
+        q = _linear(self.q, x, fused).reshape(batch, tokens, self.num_heads, head_dim).transpose(1, 2)
         if self.sr_ratio > 1:
             reduced = self.sr(x.transpose(1, 2).reshape(batch, channels, height, width))
             x = self.norm(reduced.flatten(2).transpose(1, 2))
-        kv = self.kv(x).reshape(batch, -1, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
+        kv = _linear(self.kv, x, fused).reshape(batch, -1, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
         # Default scale head_dim**-0.5 is the original's qk_scale (None in every mit_b* class).
         out = F.scaled_dot_product_attention(q, kv[0], kv[1])
-        return self.proj(out.transpose(1, 2).reshape(batch, tokens, channels))
+        return _linear(self.proj, out.transpose(1, 2).reshape(batch, tokens, channels), fused, residual)
 
 
 class DWConv(nn.Module):
@@ -102,22 +106,36 @@ def _eager_cpu_inference(x: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
             and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
             and not torch.compiler.is_compiling() and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise") and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
-def set_conv_gelu_fusion(module: nn.Module, enabled: bool) -> None:
-    """Turns MixFFN's fused inference kernel on or off in every MixFFN under `module` (on by default)."""
+def _linear(layer: nn.Linear, x: torch.Tensor, fused: bool, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """`layer(x)`, plus `residual` if given. `fused`: one oneDNN call with the bias and the addition inside (the
+    kernels inductor uses): torch's CPU linear adds the bias and the residual in separate passes over the output,
+    and measured 1.2-2x slower on MiT's shapes at two threads (docs/speed.md)."""
+    if fused:
+        if residual is None:
+            return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise.binary(x, residual, layer.weight, layer.bias, "add")
+    out = layer(x)
+    return out if residual is None else residual + out
+
+
+def set_fused_kernels(module: nn.Module, enabled: bool) -> None:
+    """Turns the fused oneDNN inference kernels of every Attention and MixFFN under `module` on or off (on by
+    default; they run only in eager fp32 CPU inference without autograd, and compute the same function)."""
     for child in module.modules():
-        if isinstance(child, MixFFN):
-            child.fuse_conv_gelu = enabled
+        if isinstance(child, (Attention, MixFFN)):
+            child.fused_kernels = enabled
 
 
 class MixFFN(nn.Module):
     # Inference on the CPU runs the depth-wise convolution and the GELU after it as one oneDNN call (the exact erf
     # GELU as a post-op: the kernel inductor uses), so the hidden map is written and read once instead of three
-    # times. Training, other devices and dtypes run the original's three operators; both compute the same
-    # function (tests/models/test_models.py). benchmarks/model_speed.py compares them in one run: docs/speed.md.
-    fuse_conv_gelu = True
+    # times, and the linear layers as oneDNN's (_linear). Training, other devices and dtypes run the original's
+    # operators; both compute the same function (tests/models/test_models.py). benchmarks/model_speed.py compares
+    # them in one run: docs/speed.md.
+    fused_kernels = True
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
@@ -125,11 +143,12 @@ class MixFFN(nn.Module):
         self.dwconv = DWConv(hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        hidden = self.fc1(x)
-        if self.fuse_conv_gelu and not self.training and _eager_cpu_inference(hidden):
-            return self.fc2(self._conv_gelu_onednn(hidden, height, width))
-        return self.fc2(F.gelu(self.dwconv(hidden, height, width)))
+    def forward(self, x: torch.Tensor, height: int, width: int, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The block's feed-forward output, plus `residual` where one is given (the block's skip connection)."""
+        if self.fused_kernels and not self.training and _eager_cpu_inference(x):
+            hidden = self._conv_gelu_onednn(_linear(self.fc1, x, True), height, width)
+            return _linear(self.fc2, hidden, True, residual)
+        return _linear(self.fc2, F.gelu(self.dwconv(self.fc1(x), height, width)), False, residual)
 
     def _conv_gelu_onednn(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         batch, _, channels = x.shape
@@ -150,6 +169,9 @@ class Block(nn.Module):
         self.drop_path_rate = drop_path_rate
 
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        if not self.training:  # drop_path is the identity: the skip connections go inside (one fused call each)
+            x = self.attn(self.norm1(x), height, width, residual=x)
+            return self.mlp(self.norm2(x), height, width, residual=x)
         x = x + drop_path(self.attn(self.norm1(x), height, width), self.drop_path_rate, self.training)
         return x + drop_path(self.mlp(self.norm2(x), height, width), self.drop_path_rate, self.training)
 
