@@ -76,7 +76,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, height: int, width: int, residual: torch.Tensor | None = None) -> torch.Tensor:
         """The attention's output, plus `residual` where one is given (the block's skip connection)."""
-        fused = self.fused_kernels and not self.training and _eager_cpu_inference(x)
+        fused = _runs_fused(self, x)
         batch, tokens, channels = x.shape
         head_dim = channels // self.num_heads
         q = _linear(self.q, x, fused).reshape(batch, tokens, self.num_heads, head_dim).transpose(1, 2)
@@ -109,10 +109,15 @@ def _eager_cpu_inference(x: torch.Tensor) -> bool:
             and hasattr(torch.ops.mkldnn, "_convolution_pointwise") and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
+def _runs_fused(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether an Attention or MixFFN takes its fused oneDNN kernels for input `x`."""
+    return module.fused_kernels and not module.training and _eager_cpu_inference(x)
+
+
 def _linear(layer: nn.Linear, x: torch.Tensor, fused: bool, residual: torch.Tensor | None = None) -> torch.Tensor:
     """`layer(x)`, plus `residual` if given. `fused`: one oneDNN call with the bias and the addition inside (the
-    kernels inductor uses): torch's CPU linear adds the bias and the residual in separate passes over the output,
-    and measured 1.2-2x slower on MiT's shapes at two threads (docs/speed.md)."""
+    kernels inductor uses): torch's CPU linear adds the bias and the residual in separate passes over the output.
+    Whether this makes the whole model faster is still to be measured on a quiet machine (docs/speed.md)."""
     if fused:
         if residual is None:
             return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
@@ -145,7 +150,7 @@ class MixFFN(nn.Module):
 
     def forward(self, x: torch.Tensor, height: int, width: int, residual: torch.Tensor | None = None) -> torch.Tensor:
         """The block's feed-forward output, plus `residual` where one is given (the block's skip connection)."""
-        if self.fused_kernels and not self.training and _eager_cpu_inference(x):
+        if _runs_fused(self, x):
             hidden = self._conv_gelu_onednn(_linear(self.fc1, x, True), height, width)
             return _linear(self.fc2, hidden, True, residual)
         return _linear(self.fc2, F.gelu(self.dwconv(self.fc1(x), height, width)), False, residual)
