@@ -15,7 +15,8 @@ Cases: one 512x512 window (frame + flow, logits out) and one DAVIS frame through
   default         what `hfan segment`, `hfan infer`, `Predictor(model)` and `segment_video` run on the CPU:
                   8 windows per forward, tune_malloc, the decoder fold (HFANHead.folded_fuse), MiT's fused oneDNN
                   kernels: Mix-FFN's depth-wise convolution and GELU as one call, linear layers with the bias and
-                  the block's residual inside (Attention / MixFFN.fused_kernels, hfan.models.mit.set_fused_kernels)
+                  the block's residual inside, the fusion modules' conv + BN + ReLU as one call (the `fused_kernels`
+                  flags, hfan.models.onednn.set_fused_kernels), the decode head's BN folded into the fold
   onnx            onnxruntime for the forward (CPU), windows batched, tune_malloc, the fold (exported in eval mode)
   compiled        (--compile) torch.compile: inductor + freezing on CPU (one window per forward), CUDA graphs on
                   CUDA (12 windows per forward), tune_malloc, the fold
@@ -102,7 +103,7 @@ def worker(connection, tuned: bool, variants: list[str], args) -> None:
         tune_malloc()
     from hfan.inference.predictor import Predictor
     from hfan.models import build_model
-    from hfan.models.mit import Attention, MixFFN, set_fused_kernels
+    from hfan.models.onednn import set_fused_kernels
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -142,7 +143,7 @@ def worker(connection, tuned: bool, variants: list[str], args) -> None:
                 max_batch=predictor.max_batch, tune_allocator=False)
             # FlopCounterMode does not know oneDNN's fused kernels (convolution + GELU, linear + bias + residual):
             # counted with the operators they replace (the same FLOPs), then the variant's setting is restored
-            fusable = [layer for layer in twin.model.modules() if isinstance(layer, (Attention, MixFFN))]
+            fusable = [layer for layer in twin.model.modules() if hasattr(layer, "fused_kernels")]
             states = [layer.fused_kernels for layer in fusable]
             set_fused_kernels(twin.model, False)
             with FlopCounterMode(display=False) as counter:

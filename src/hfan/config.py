@@ -94,11 +94,16 @@ class FlowConfig:
     dis_preset: str = "medium"
     camera_motion: str = "none"  # none | affine | homography: fitted to the flow and subtracted before encoding
     scale: float = 1.0  # frames are resized by this factor before flow estimation (speed); 1 = full resolution
+    # Where `hfan segment` (segment_video) fits the camera and draws the colours: "frame" (the flow's own size) or
+    # "model" (the field area-averaged to the keep-ratio size the test resizes the frame to, test.img_scale:
+    # cheaper, and J level on davis16_mini, docs/default_model.md). `hfan prepare` always encodes at "frame".
+    encode_at: str = "frame"
 
     def validate(self) -> None:
         _one_of(self.method, FLOW_METHODS, "flow.method")
         _one_of(self.camera_motion, CAMERA_MOTION_MODELS, "flow.camera_motion")
         _one_of(self.dis_preset, DIS_PRESET_NAMES, "flow.dis_preset")
+        _one_of(self.encode_at, ("frame", "model"), "flow.encode_at")
         if not 0 < self.scale <= 1:
             raise ValueError(f"flow.scale must be in (0, 1], got {self.scale}")
 
@@ -173,6 +178,10 @@ class CompositeConfig:
     # shape that swings back and forth over time, so its flow is not one motion and its outline changes.
     deform_probability: float = 0.0
     deform_amplitude: float = 0.12  # largest displacement, as a fraction of the shape's longest side
+    # What moves with the primary object and is not it (labelled background): its cast shadow (on the ground or a
+    # wall) and, in the clips without one, its reflection (mirrored below it, as on water).
+    shadow_probability: float = 0.0
+    reflection_probability: float = 0.0
     # Clips are rendered and their flow computed at render_scale times their size, then frames, flow images and
     # masks are resized down to it (cv2 bilinear, as the test resizes): `hfan segment` computes the flow at the
     # video's resolution, several times the model's input. 1: rendered at the size itself.
@@ -184,7 +193,7 @@ class CompositeConfig:
 
     def validate(self) -> None:
         for name in ("secondary_probability", "track_probability", "parallax_probability", "ripple_probability",
-                     "deform_probability"):
+                     "deform_probability", "shadow_probability", "reflection_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"data.composites.{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.deform_amplitude <= 0.5:

@@ -29,6 +29,7 @@ from hfan.flow import build_flow_estimator, video_flows
 from hfan.flow.estimators import FlowEstimator
 from hfan.flow.model_input import ScaledFlowEstimator, flow_image_for_model
 from hfan.inference.predictor import Predictor
+from hfan.preprocess import rescale_size
 from hfan.io.images import cutout_on_colour, cutout_rgba, overlay_mask, probability_to_uint8, write_image, write_mask
 from hfan.io.video import FrameSource, VideoWriter, open_frames
 from hfan.streams import Timings, in_batches, prefetched, timed
@@ -104,12 +105,16 @@ def segment_video(source: str | os.PathLike | Iterable[np.ndarray], model: torch
     def encoded_batches() -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
         # The colour encoding (the colours HFAN was trained on) costs the host more per frame than a GPU needs for
         # the model (docs/speed.md): the frames of a batch are encoded in parallel threads.
+        def encode(pair: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+            height, width = pair[0].shape[:2]
+            encode_size = (rescale_size(width, height, predictor.config.img_scale)
+                           if flow_config.encode_at == "model" else None)
+            return flow_image_for_model(pair[1], flow_config.camera_motion, (width, height), encode_size)
+
         with ThreadPoolExecutor(max_workers=min(batch_size, os.cpu_count() or 1)) as pool:
             for batch in in_batches(flows_timed(), batch_size):
                 start = time.perf_counter()
-                flow_images = list(pool.map(
-                    lambda pair: flow_image_for_model(pair[1], flow_config.camera_motion,
-                                                      (pair[0].shape[1], pair[0].shape[0])), batch))
+                flow_images = list(pool.map(encode, batch))
                 timings.add("encode", start)
                 yield [(frame, flow_image) for (frame, _), flow_image in zip(batch, flow_images)]
 

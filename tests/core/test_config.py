@@ -37,6 +37,7 @@ def test_dotted_overrides_with_the_original_prefix():
     ("decode_head.select_method=xyz", "valid: im, fw, base, fam, fat, hfan"),
     ("test.stride=abc", "expected int"),
     ("decode_head", "key.path=value"),
+    ("flow.encode_at=image", "flow.encode_at"),
 ])
 def test_bad_overrides_are_clear_errors(bad, message):
     with pytest.raises(ValueError, match=message):

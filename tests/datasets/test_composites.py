@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from helpers.shared import skip_or_fail
-from hfan.datasets.composites import (CompositeGenerator, CompositeTrainDataset, DEBIAN_PACKAGES, load_assets, photo_files, write_validation_videos)
+from hfan.datasets.composites import (CompositeGenerator, CompositeTrainDataset, DEBIAN_PACKAGES, _Attached,
+                                      load_assets, photo_files, write_validation_videos)
 from hfan.config import CompositeConfig, SHAPE_DIRS
 from hfan.io.images import read_image
 from hfan.datasets.layouts import FlatLayout
@@ -154,8 +155,8 @@ def _with(config: CompositeConfig, **changes) -> CompositeConfig:
 
 def test_the_extra_camera_effects_are_off_by_default_and_draw_nothing_when_off(assets, config):
     """Recipe B's clips do not depend on the fields added for recipe C (their draws happen only when on)."""
-    assert (config.perspective, config.parallax_probability, config.ripple_probability,
-            config.deform_probability) == (0, 0, 0, 0)
+    assert (config.perspective, config.parallax_probability, config.ripple_probability, config.deform_probability,
+            config.shadow_probability, config.reflection_probability) == (0, 0, 0, 0, 0, 0)
     # used only when ripple_probability / deform_probability > 0
     changed = _with(config, ripple_amplitude=9.0, deform_amplitude=0.4)
     _assert_same_clip(CompositeGenerator(assets, config).clip(_rng(3), 2),
@@ -383,3 +384,29 @@ def test_asset_cache_from_another_package_layout_is_rebuilt(tmp_path, monkeypatc
         assert type(pickle.load(handle)) is dict
     cached = load_assets(config, progress=False)
     assert np.array_equal(cached.shapes[0], fresh.shapes[0])
+
+
+@pytest.mark.parametrize("kind", ["shadow", "reflection"])
+def test_a_shadow_or_reflection_of_the_primary_object_is_drawn_and_labelled_background(kind, assets, config,
+                                                                                        monkeypatch):
+    """The same clips with the attached effect drawn and not drawn (its draw a no-op): identical masks (the effect
+    is background), frames that differ over part of the image, a shadow only darker."""
+    generator = CompositeGenerator(assets, _with(config, secondary_probability=0.0,
+                                                 **{f"{kind}_probability": 1.0}))
+    drawn = 0
+    for seed in range(5):
+        layers, _ = generator._layers(_rng(seed), 128, 128)
+        [primary] = [layer for layer in layers if layer.primary]
+        assert primary.attached is not None and primary.attached.kind == kind
+        frames, masks, _ = generator.render(_rng(seed), 3, 128, 128)
+        with monkeypatch.context() as patch:
+            patch.setattr(_Attached, "draw", lambda *args: None)
+            plain_frames, plain_masks, _ = generator.render(_rng(seed), 3, 128, 128)
+        np.testing.assert_array_equal(masks, plain_masks)
+        change = frames.astype(int).sum(-1) - plain_frames.astype(int).sum(-1)
+        effect = np.abs(change) > 30
+        if effect.mean() > 0.005:
+            drawn += 1
+            if kind == "shadow":
+                assert change[effect].mean() < -30 and (change[effect] < 0).mean() > 0.9
+    assert drawn >= 4

@@ -183,6 +183,23 @@ def test_model_image_is_resized_to_the_asked_size():
                                   flow_to_hfan_image(observed))
 
 
+def test_encoding_at_the_model_size_shrinks_the_field_before_the_fit_and_the_colours():
+    """flow.encode_at=model: the field is area-averaged to the model's size (its vectors scaled with it), the
+    camera fitted and the colours normalised there, then the image brought to `size`."""
+    observed, _, block = _scene()
+    small = (WIDTH // 4, HEIGHT // 4)
+    image = flow_image_for_model(observed, "affine", size=(WIDTH, HEIGHT), encode_size=small)
+    shrunk = cv2.resize(observed, small, interpolation=cv2.INTER_AREA) * np.float32([0.25, 0.25])
+    expected = cv2.resize(flow_to_hfan_image(remove_camera_motion(shrunk, "affine")), (WIDTH, HEIGHT),
+                          interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(image, expected)
+    # the block still stands out of a white background
+    assert image[block].mean() < 200 < image[~block].mean()
+    # the field's own size: the same as without encode_size
+    np.testing.assert_array_equal(flow_image_for_model(observed, "affine", encode_size=(WIDTH, HEIGHT)),
+                                  flow_image_for_model(observed, "affine"))
+
+
 def test_scaled_size():
     assert scaled_size(96, 64, 0.5) == (48, 32)
     assert scaled_size(854, 480, 0.5) == (427, 240)

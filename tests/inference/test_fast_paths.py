@@ -12,7 +12,9 @@ import torch
 from helpers.shared import shared_path
 from hfan.config import InferenceConfig
 from hfan.presets import get_preset
-from hfan.models.mit import Attention, MixFFN, set_fused_kernels
+from hfan.models.fusion import ConvModule
+from hfan.models.mit import Attention, MixFFN
+from hfan.models.onednn import set_fused_kernels
 from hfan.inference.predictor import Predictor
 from hfan.models import build_model
 from hfan.models.checkpoints import load_model
@@ -60,11 +62,12 @@ def test_batched_windows_equal_the_faithful_path(model, pairs):
 
 def test_the_default_path_equals_the_faithful_path(model, pairs):
     """What `Predictor(model)`, `segment_video` and the commands run: batched windows, the decoder fold and the
-    fused oneDNN kernels of MiT."""
+    fused oneDNN kernels of MiT and of the fusion modules."""
     default = Predictor(model, SMALL_SLIDE)
     assert default.max_batch == 8 and model.decode_head.fold_linear_fuse
-    fusable = [layer for layer in model.modules() if isinstance(layer, (Attention, MixFFN))]
-    assert fusable and all(layer.fused_kernels for layer in fusable)
+    fusable = [layer for layer in model.modules() if isinstance(layer, (Attention, MixFFN, ConvModule))]
+    assert {type(layer) for layer in fusable} == {Attention, MixFFN, ConvModule}
+    assert all(layer.fused_kernels for layer in fusable)
     _assert_same_prediction(default, _faithful(model, SMALL_SLIDE), *pairs)
 
 

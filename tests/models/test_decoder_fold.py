@@ -27,6 +27,10 @@ def test_folded_fuse_equals_the_concatenation_for_every_select_method(select_met
         concatenated, folded = head.concat_fuse(fused), head.folded_fuse(fused)
         assert folded.shape == concatenated.shape == (2, head.linear_fuse.conv.out_channels, 24, 40)
         assert (folded - concatenated).abs().max().item() <= 1e-5 * max(1.0, concatenated.abs().max().item())
+        normed = head.linear_fuse.bn(concatenated)  # eval: the BN at its running statistics folds in too
+        folded_normed = head.folded_fuse(fused, head.linear_fuse.bn)
+        assert (folded_normed - normed).abs().max().item() <= 1e-5 * max(1.0, normed.abs().max().item())
+        assert (folded_normed - folded).abs().max().item() > 0.1  # the statistics are not the identity
         logits = model(frames, flows)
         head.fold_linear_fuse = False
         original = model(frames, flows)
@@ -40,7 +44,8 @@ def test_training_runs_the_concatenation_and_inference_the_fold(monkeypatch):
     calls = []
     for name in ("concat_fuse", "folded_fuse"):
         original = getattr(head, name)
-        monkeypatch.setattr(head, name, lambda fused, original=original, name=name: calls.append(name) or original(fused))
+        monkeypatch.setattr(head, name, lambda fused, *norm, original=original, name=name:
+                            calls.append(name) or original(fused, *norm))
     frames = torch.randn(2, 3, 64, 64)
     model.train()
     model(frames, frames).sum().backward()  # gradients flow through the original's layers

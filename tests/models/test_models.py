@@ -13,8 +13,10 @@ from hfan.presets import get_preset
 from hfan.inference.predictor import Predictor
 from hfan.models import build_model
 from hfan.models.checkpoints import load_model, official_to_ours, ours_to_official
-from hfan.models import mit
-from hfan.models.mit import Block, MixFFN, set_fused_kernels
+from hfan.models import onednn
+from hfan.models.fusion import ConvModule
+from hfan.models.mit import Block, MixFFN
+from hfan.models.onednn import set_fused_kernels
 
 REFERENCE = "fixtures/hfan_reference_b0"
 
@@ -54,13 +56,13 @@ def test_matches_the_original_code(method, reference_inputs, tmp_path):
     assert model.config.backbone.name == "mit_b0"
     assert model.config.decode_head.select_method == method
     expected = torch.load(shared_path(f"{REFERENCE}/outputs_b0_{method}.pt"), weights_only=True)
-    # the original's operators, and the decoder fold and fused Mix-FFN kernel that every eval forward runs
+    # the original's operators, and the decoder fold and fused oneDNN kernels that every eval forward runs
     for fold, fuse in ((False, False), (True, False), (False, True), (True, True)):
         model.decode_head.fold_linear_fuse = fold
         set_fused_kernels(model, fuse)
         with torch.no_grad():
             logits = model(reference_inputs["frame"], reference_inputs["flow"])
-        assert (logits - expected["decode_logits"]).abs().max().item() <= 1e-4, f"fold {fold}, fused FFN {fuse}"
+        assert (logits - expected["decode_logits"]).abs().max().item() <= 1e-4, f"fold {fold}, fused kernels {fuse}"
     # The full test path: one 512x512 window, logits to 512x512, softmax, argmax.
     probs = Predictor(model).logits(reference_inputs["frame"], reference_inputs["flow"]).softmax(1)
     agreement = (probs.argmax(1).to(torch.uint8) == expected["seg_pred"]).float().mean().item()
@@ -103,7 +105,7 @@ def test_a_block_with_fused_linear_layers_equals_the_original_operators(monkeypa
         reference = x1 + original.mlp(original.norm2(x1), 12, 20)
     calls = []
     kernels = torch.ops.mkldnn._linear_pointwise
-    monkeypatch.setattr(mit, "_linear", lambda layer, x, fused, residual=None: calls.append(
+    monkeypatch.setattr(onednn, "linear", lambda layer, x, fused, residual=None: calls.append(
         (fused, residual is not None)) or _fused_linear(kernels, layer, x, fused, residual))
     with torch.no_grad():
         fused = block(x, 12, 20)
@@ -121,8 +123,35 @@ def test_a_block_with_fused_linear_layers_equals_the_original_operators(monkeypa
     assert (unfused - reference).abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize("norm", [True, False])
+def test_a_conv_module_runs_as_one_fused_call_in_cpu_inference_and_equals_the_original(norm, monkeypatch):
+    """conv, BN (folded into the convolution at its running statistics), ReLU as one oneDNN call in eval without
+    autograd; training and autograd run the three operators, whose gradients reach the BN."""
+    torch.manual_seed(0)
+    module = ConvModule(24, 16, norm=norm)
+    if norm:
+        module.bn.running_mean.uniform_(-1, 1)
+        module.bn.running_var.uniform_(0.5, 2.0)
+        module.bn.weight.data.uniform_(0.5, 1.5)
+        module.bn.bias.data.uniform_(-0.5, 0.5)
+    module.eval()
+    x = torch.randn(2, 24, 12, 20)
+    reference = torch.relu(module.bn(module.conv(x)) if norm else module.conv(x))
+    calls = []
+    kernel = onednn.conv_norm_relu
+    monkeypatch.setattr(onednn, "conv_norm_relu", lambda *args: calls.append(1) or kernel(*args))
+    with torch.no_grad():
+        fused = module(x)
+    assert calls == [1] and (fused - reference).abs().max().item() <= 1e-5
+    module(x).sum().backward()  # autograd: the original operators
+    assert calls == [1] and module.conv.weight.grad is not None
+    set_fused_kernels(module, False)
+    with torch.no_grad():
+        assert (module(x) - reference).abs().max().item() == 0 and calls == [1]
+
+
 def _fused_linear(kernels, layer, x, fused, residual):
-    """mit._linear spelled out against the oneDNN kernels themselves."""
+    """onednn.linear spelled out against the oneDNN kernels themselves."""
     if not fused:
         return layer(x) if residual is None else residual + layer(x)
     if residual is None:

@@ -15,7 +15,10 @@ the camera moves: translation, rotation and zoom, constant per frame. On it lie 
   moves faster than the background; labelled background) and a non-rigid background (`ripple_probability`: a
   smooth displacement field, new every frame, below a random horizon, as water or foliage);
 * optionally a non-rigid primary object (`deform_probability`): a smooth displacement field over the shape that
-  swings back and forth, so that the object's flow is not one motion and its outline changes (legs, a walker).
+  swings back and forth, so that the object's flow is not one motion and its outline changes (legs, a walker);
+* optionally what moves with the primary object and is not it, labelled background: its cast shadow
+  (`shadow_probability`: the outline flattened onto its base line and sheared, or shifted onto a wall, softened,
+  darkening what lies below) or its reflection (`reflection_probability`: mirrored about its base line, dimmed).
 
 Then the nuisances a real camera adds: gain change, sensor noise, defocus or motion blur along the camera
 motion, JPEG compression. The flow a model trains on is what it gets at test time: DIS estimated on the RENDERED
@@ -230,6 +233,7 @@ class _Layer:
     motion: np.ndarray  # 3x3 in frame coordinates, applied once per frame
     primary: bool = False
     deformation: "_Deformation | None" = None  # non-rigid: the layer's pixels move within it
+    attached: "_Attached | None" = None  # a shadow or reflection that moves with it, drawn just below it
 
     def transform(self, t: int) -> np.ndarray:
         return np.linalg.matrix_power(self.motion, t) @ self.start
@@ -257,6 +261,32 @@ class _Deformation:
         h, w = dx.shape
         grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         return cv2.remap(image, grid_x + dx, grid_y + dy, cv2.INTER_LINEAR, borderMode=border)
+
+
+@dataclass
+class _Attached:
+    """A cast shadow or a reflection of a layer: its own pixels (alpha, and colour for a reflection) through
+    `placement` (3x3, layer pixels -> layer pixels) before the layer's transform, so it moves and bends with the
+    layer; drawn softened (Gaussian `blur`, px) onto what lies below the layer. Labelled background, as in DAVIS
+    (the shadow of car-shadow, the reflection of blackswan)."""
+
+    kind: str  # "shadow": darkens by `strength`; "reflection": the layer's colours, dimmed, at `strength` opacity
+    placement: np.ndarray
+    strength: float
+    blur: float
+    dim: float = 1.0
+
+    def draw(self, image: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, matrix: np.ndarray) -> None:
+        height, width = image.shape[:2]
+        placed = matrix @ self.placement
+        weight = _warp(alpha, placed, width, height, cv2.BORDER_CONSTANT).astype(np.float32) / 255.0
+        weight = cv2.GaussianBlur(weight, (0, 0), self.blur)[..., None] * self.strength
+        if self.kind == "shadow":
+            image *= 1 - weight
+            return
+        colour = _warp(rgb, placed, width, height, cv2.BORDER_REFLECT101).astype(np.float32) * self.dim
+        image *= 1 - weight
+        image += cv2.GaussianBlur(colour, (0, 0), self.blur) * weight
 
 
 @dataclass
@@ -376,6 +406,10 @@ class CompositeGenerator:
         primary = self._object(rng, height, width, primary_area, own, camera, primary=True)
         if cfg.deform_probability > 0 and rng.random() < cfg.deform_probability:
             self._make_non_rigid(rng, primary)
+        if cfg.shadow_probability > 0 and rng.random() < cfg.shadow_probability:
+            primary.attached = self._attached(rng, primary, "shadow", unit)
+        elif cfg.reflection_probability > 0 and rng.random() < cfg.reflection_probability:
+            primary.attached = self._attached(rng, primary, "reflection", unit)
         objects.append(primary)
         if rng.random() < cfg.secondary_probability:
             secondary_motion = _random_motion(rng, cx, cy, rng.uniform(1.0, cfg.max_speed / 2) * unit, 0.05, 0.05)
@@ -400,6 +434,27 @@ class CompositeGenerator:
             else:
                 layers[1:1] = near
         return layers, camera
+
+    def _attached(self, rng: np.random.Generator, layer: _Layer, kind: str, unit: float) -> _Attached:
+        """A shadow cast on the ground (the outline flattened onto its base line and sheared sideways) or on a
+        wall behind (shifted), or a reflection (mirrored about the base line, shortened, dimmed), placed in the
+        layer's pixels; `unit` scales the softening (px at `size`) to the frame."""
+        rows = np.nonzero((layer.alpha > 127).any(axis=1))[0]
+        base = float(rows.max()) if len(rows) else layer.alpha.shape[0] - 1.0
+        side = max(layer.alpha.shape)
+        if kind == "reflection":
+            shorten = rng.uniform(0.6, 1.0)  # y -> base + shorten (base - y): mirrored about the base line
+            flip = np.array([[1, 0, 0], [0, -shorten, (1 + shorten) * base], [0, 0, 1.0]])
+            return _Attached("reflection", flip, float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.5, 2.0) * unit),
+                             float(rng.uniform(0.4, 0.8)))
+        if rng.random() < 0.7:  # on the ground: squashed onto the base line, sheared away from the light
+            squash, shear = rng.uniform(0.15, 0.6), rng.uniform(-1.5, 1.5)
+            placement = np.array([[1, shear * squash, -shear * squash * base], [0, squash, base * (1 - squash)],
+                                  [0, 0, 1.0]])
+        else:  # on a wall behind: the outline shifted
+            placement = np.array([[1, 0, rng.uniform(-0.25, 0.25) * side], [0, 1, rng.uniform(0.05, 0.25) * side],
+                                  [0, 0, 1.0]])
+        return _Attached("shadow", placement, float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.7, 3.0) * unit))
 
     def _make_non_rigid(self, rng: np.random.Generator, layer: _Layer) -> None:
         """Pads the layer (its parts may move out of the shape's box) and gives it a deformation."""
@@ -457,6 +512,8 @@ class CompositeGenerator:
                                            borderMode=cv2.BORDER_REFLECT101)
                     image[...] = colour
                     continue
+                if layer.attached is not None:
+                    layer.attached.draw(image, layer_rgb, layer_alpha, matrix)
                 alpha = _warp(layer_alpha, matrix, width, height, cv2.BORDER_CONSTANT)
                 weight = alpha.astype(np.float32)[..., None] / 255.0
                 image *= 1 - weight

@@ -17,8 +17,15 @@ from hfan.flow.estimators import FlowEstimator
 
 
 def flow_image_for_model(flow: np.ndarray, camera_motion: str = "none",
-                         size: tuple[int, int] | None = None) -> np.ndarray:
-    """RGB uint8 flow image of `flow` (HxWx2), camera motion removed as asked, resized to `size` (w, h)."""
+                         size: tuple[int, int] | None = None,
+                         encode_size: tuple[int, int] | None = None) -> np.ndarray:
+    """RGB uint8 flow image of `flow` (HxWx2), camera motion removed as asked, resized to `size` (w, h).
+
+    With `encode_size` (w, h) the field itself is first shrunk to that size (area average, vectors scaled with it),
+    and the camera fit and the colours' normalisation work there: what a model trained on small frames saw."""
+    if encode_size is not None and (flow.shape[1], flow.shape[0]) != tuple(encode_size):
+        factor = np.array([encode_size[0] / flow.shape[1], encode_size[1] / flow.shape[0]], np.float32)
+        flow = cv2.resize(flow, tuple(encode_size), interpolation=cv2.INTER_AREA) * factor
     image = flow_to_hfan_image(remove_camera_motion(flow, camera_motion))
     if size is not None and (image.shape[1], image.shape[0]) != tuple(size):
         image = cv2.resize(image, tuple(size), interpolation=cv2.INTER_LINEAR)

@@ -11,6 +11,7 @@ from torch import nn
 
 from hfan.config import SELECT_METHODS
 from hfan.models.fusion import FeatureAdaptation, FeatureAlignment, HFANBlock
+from hfan.models.onednn import fold_batch_norm
 
 # select_method -> (prefix of the per-level modules in the state dict, module class or None)
 FUSION_MODULES = {
@@ -83,8 +84,12 @@ class HFANHead(nn.Module):
 
     def forward(self, image_feats: list[torch.Tensor], flow_feats: list[torch.Tensor]) -> torch.Tensor:
         fused = [self.fuse(level, image, flow) for level, (image, flow) in enumerate(zip(image_feats, flow_feats))]
-        x = self.folded_fuse(fused) if self.fold_linear_fuse and not self.training else self.concat_fuse(fused)
-        return self.linear_pred(self.dropout(self.linear_fuse.norm_activate(x)))
+        if self.fold_linear_fuse and not self.training:
+            # the BN folded in as well (eval: running statistics); the ReLU then in place on the one output
+            x = F.relu(self.folded_fuse(fused, self.linear_fuse.bn), inplace=True)
+        else:
+            x = self.linear_fuse.norm_activate(self.concat_fuse(fused))
+        return self.linear_pred(self.dropout(x))
 
     # Inference (eval mode) folds the per-level embeddings into the fuse convolution (`folded_fuse`); training
     # runs the original's concatenation (`concat_fuse`), so the trained weights do not depend on the fold. Both compute the
@@ -103,13 +108,14 @@ class HFANHead(nn.Module):
             embedded.append(x)
         return self.linear_fuse.conv(torch.cat(embedded, dim=1))
 
-    def folded_fuse(self, fused: list[torch.Tensor]) -> torch.Tensor:
+    def folded_fuse(self, fused: list[torch.Tensor], norm: nn.BatchNorm2d | None = None) -> torch.Tensor:
         """`concat_fuse` reordered: the fuse conv's slice for a level composed with that level's Linear is one
         C_level -> E map, applied at the level's own resolution before the upsampling. Bilinear resizing acts on
         each channel alone and its weights sum to 1, so it commutes with a per-pixel linear map and carries a
         constant through unchanged: the biases fold into one. No concatenated (B, 4E, H/4, W/4) tensor, and the
         E x 4E convolution at 1/4 resolution (19 % of HFAN-Small's FLOPs) is gone; the result equals
-        `concat_fuse` up to float rounding (tests/models/test_decoder_fold.py)."""
+        `concat_fuse` up to float rounding (tests/models/test_decoder_fold.py). With `norm` (a BN at its running
+        statistics, per output channel: another linear map) folded in too, the result is `norm(concat_fuse)`."""
         size = fused[0].shape[2:]
         fuse_weight = self.linear_fuse.conv.weight.flatten(1)  # (E, 4E), input blocks in order c4, c3, c2, c1
         embed_dim = fuse_weight.shape[0]
@@ -119,6 +125,9 @@ class HFANHead(nn.Module):
             part = fuse_weight[:, block * embed_dim:(block + 1) * embed_dim]
             weights[level] = (part @ embed.weight)[:, :, None, None]
             bias = bias + part @ embed.bias
+        if norm is not None:
+            scaled = {level: fold_batch_norm(weight, None, norm)[0] for level, weight in weights.items()}
+            weights, bias = scaled, fold_batch_norm(weights[0], bias, norm)[1]
         # The finest level first: its convolution carries the folded bias and its output takes the others in place.
         total = F.conv2d(fused[0], weights[0], bias)
         for level in range(1, len(fused)):

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hfan.models import onednn
+
 
 @dataclass(frozen=True)
 class MiTSettings:
@@ -61,7 +63,7 @@ class OverlapPatchEmbed(nn.Module):
 class Attention(nn.Module):
     """Efficient self-attention: keys and values from a spatially reduced (sr x sr strided conv) sequence."""
 
-    fused_kernels = True  # oneDNN's linear layers in CPU inference (_linear)
+    fused_kernels = True  # oneDNN's linear layers in CPU inference (hfan.models.onednn)
 
     def __init__(self, dim: int, num_heads: int, sr_ratio: int):
         super().__init__()
@@ -76,17 +78,17 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, height: int, width: int, residual: torch.Tensor | None = None) -> torch.Tensor:
         """The attention's output, plus `residual` where one is given (the block's skip connection)."""
-        fused = _runs_fused(self, x)
+        fused = onednn.runs_fused(self, x)
         batch, tokens, channels = x.shape
         head_dim = channels // self.num_heads
-        q = _linear(self.q, x, fused).reshape(batch, tokens, self.num_heads, head_dim).transpose(1, 2)
+        q = onednn.linear(self.q, x, fused).reshape(batch, tokens, self.num_heads, head_dim).transpose(1, 2)
         if self.sr_ratio > 1:
             reduced = self.sr(x.transpose(1, 2).reshape(batch, channels, height, width))
             x = self.norm(reduced.flatten(2).transpose(1, 2))
-        kv = _linear(self.kv, x, fused).reshape(batch, -1, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
+        kv = onednn.linear(self.kv, x, fused).reshape(batch, -1, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
         # Default scale head_dim**-0.5 is the original's qk_scale (None in every mit_b* class).
         out = F.scaled_dot_product_attention(q, kv[0], kv[1])
-        return _linear(self.proj, out.transpose(1, 2).reshape(batch, tokens, channels), fused, residual)
+        return onednn.linear(self.proj, out.transpose(1, 2).reshape(batch, tokens, channels), fused, residual)
 
 
 class DWConv(nn.Module):
@@ -100,44 +102,10 @@ class DWConv(nn.Module):
         return x.flatten(2).transpose(1, 2)
 
 
-def _eager_cpu_inference(x: torch.Tensor) -> bool:
-    """An eager fp32 CPU forward without autograd: no graph capture (ONNX export, torch.compile, tracing), which
-    must see standard operators; oneDNN's fused kernels present."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling() and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_convolution_pointwise") and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
-
-
-def _runs_fused(module: nn.Module, x: torch.Tensor) -> bool:
-    """Whether an Attention or MixFFN takes its fused oneDNN kernels for input `x`."""
-    return module.fused_kernels and not module.training and _eager_cpu_inference(x)
-
-
-def _linear(layer: nn.Linear, x: torch.Tensor, fused: bool, residual: torch.Tensor | None = None) -> torch.Tensor:
-    """`layer(x)`, plus `residual` if given. `fused`: one oneDNN call with the bias and the addition inside (the
-    kernels inductor uses): torch's CPU linear adds the bias and the residual in separate passes over the output.
-    Whether this makes the whole model faster is still to be measured on a quiet machine (docs/speed.md)."""
-    if fused:
-        if residual is None:
-            return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
-        return torch.ops.mkldnn._linear_pointwise.binary(x, residual, layer.weight, layer.bias, "add")
-    out = layer(x)
-    return out if residual is None else residual + out
-
-
-def set_fused_kernels(module: nn.Module, enabled: bool) -> None:
-    """Turns the fused oneDNN inference kernels of every Attention and MixFFN under `module` on or off (on by
-    default; they run only in eager fp32 CPU inference without autograd, and compute the same function)."""
-    for child in module.modules():
-        if isinstance(child, (Attention, MixFFN)):
-            child.fused_kernels = enabled
-
-
 class MixFFN(nn.Module):
     # Inference on the CPU runs the depth-wise convolution and the GELU after it as one oneDNN call (the exact erf
     # GELU as a post-op: the kernel inductor uses), so the hidden map is written and read once instead of three
-    # times, and the linear layers as oneDNN's (_linear). Training, other devices and dtypes run the original's
+    # times, and the linear layers as oneDNN's (onednn.linear). Training, other devices and dtypes run the original's
     # operators; both compute the same function (tests/models/test_models.py). benchmarks/model_speed.py compares
     # them in one run: docs/speed.md.
     fused_kernels = True
@@ -150,10 +118,10 @@ class MixFFN(nn.Module):
 
     def forward(self, x: torch.Tensor, height: int, width: int, residual: torch.Tensor | None = None) -> torch.Tensor:
         """The block's feed-forward output, plus `residual` where one is given (the block's skip connection)."""
-        if _runs_fused(self, x):
-            hidden = self._conv_gelu_onednn(_linear(self.fc1, x, True), height, width)
-            return _linear(self.fc2, hidden, True, residual)
-        return _linear(self.fc2, F.gelu(self.dwconv(self.fc1(x), height, width)), False, residual)
+        if onednn.runs_fused(self, x):
+            hidden = self._conv_gelu_onednn(onednn.linear(self.fc1, x, True), height, width)
+            return onednn.linear(self.fc2, hidden, True, residual)
+        return onednn.linear(self.fc2, F.gelu(self.dwconv(self.fc1(x), height, width)), False, residual)
 
     def _conv_gelu_onednn(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         batch, _, channels = x.shape
