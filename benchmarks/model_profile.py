@@ -19,7 +19,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 GROUPS = [
-    ("matmul (linear layers)", ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::matmul")),
+    ("matmul (linear layers)", ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::matmul",
+                                "_linear_pointwise")),
     ("attention (fused SDPA)", ("scaled_dot_product", "flash_attention")),
     ("resize (bilinear)", ("upsample", "grid_sampler")),
     ("norms", ("layer_norm", "batch_norm", "native_batch_norm")),
