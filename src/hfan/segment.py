@@ -29,9 +29,9 @@ from hfan.flow import build_flow_estimator, video_flows
 from hfan.flow.estimators import FlowEstimator
 from hfan.flow.model_input import ScaledFlowEstimator, flow_image_for_model
 from hfan.inference.predictor import Predictor
-from hfan.preprocess import rescale_size
 from hfan.io.images import cutout_on_colour, cutout_rgba, overlay_mask, probability_to_uint8, write_image, write_mask
 from hfan.io.video import FrameSource, VideoWriter, open_frames
+from hfan.preprocess import rescale_size
 from hfan.streams import Timings, in_batches, prefetched, timed
 
 @dataclass

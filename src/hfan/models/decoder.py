@@ -120,14 +120,13 @@ class HFANHead(nn.Module):
         fuse_weight = self.linear_fuse.conv.weight.flatten(1)  # (E, 4E), input blocks in order c4, c3, c2, c1
         embed_dim = fuse_weight.shape[0]
         weights, bias = {}, 0
+        if norm is not None:  # scales the fuse convolution's rows; its shift starts the folded bias
+            fuse_weight, bias = fold_batch_norm(fuse_weight, None, norm)
         for block, level in enumerate(reversed(range(len(fused)))):
             embed = getattr(self, f"linear_c{level + 1}").proj
             part = fuse_weight[:, block * embed_dim:(block + 1) * embed_dim]
             weights[level] = (part @ embed.weight)[:, :, None, None]
             bias = bias + part @ embed.bias
-        if norm is not None:
-            scaled = {level: fold_batch_norm(weight, None, norm)[0] for level, weight in weights.items()}
-            weights, bias = scaled, fold_batch_norm(weights[0], bias, norm)[1]
         # The finest level first: its convolution carries the folded bias and its output takes the others in place.
         total = F.conv2d(fused[0], weights[0], bias)
         for level in range(1, len(fused)):
