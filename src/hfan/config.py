@@ -168,6 +168,9 @@ class CompositeConfig:
     # moving on its own. 0: always (a tracked object under a still camera does not move at all: an impossible label)
     track_min_camera_speed: float = 0.0
     secondary_probability: float = 0.25  # a smaller object that moves on its own (labelled background)
+    # Objects (the primary and the others alike) filled with a photo texture inside their outline, the rest with
+    # their own clip-art colours: what the frame branch (select_method other than fw) sees of an object.
+    texture_probability: float = 0.5
     # What the affine camera removal leaves behind on real video (0 = off; each draws from the clip's generator
     # only when on, so the clips of a recipe without them stay bit for bit the same):
     perspective: float = 0.0  # std of the camera's projective terms: relative speed change across the frame
@@ -192,7 +195,7 @@ class CompositeConfig:
     val_size: tuple[int, int] = (144, 256)  # (h, w) of the validation clips, a video's aspect ratio
 
     def validate(self) -> None:
-        for name in ("secondary_probability", "track_probability", "parallax_probability", "ripple_probability",
+        for name in ("secondary_probability", "texture_probability", "track_probability", "parallax_probability", "ripple_probability",
                      "deform_probability", "shadow_probability", "reflection_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"data.composites.{name} must be in [0, 1], got {getattr(self, name)}")

@@ -410,3 +410,31 @@ def test_a_shadow_or_reflection_of_the_primary_object_is_drawn_and_labelled_back
             if kind == "shadow":
                 assert change[effect].mean() < -30 and (change[effect] < 0).mean() > 0.9
     assert drawn >= 4
+
+
+@pytest.mark.parametrize("probability", [0.0, 1.0])
+def test_texture_probability_sets_how_many_objects_get_a_photo_texture(assets, config, probability):
+    """Every object (primary, distractors) is drawn by `_shape`; it fills the outline with a photo crop as often as
+    data.composites.texture_probability says: never at 0, always at 1."""
+    generator = CompositeGenerator(assets, _with(config, texture_probability=probability))
+    draw_shape, photo_crop = generator._shape, generator._photo_crop
+    shapes, crops_in_shapes, inside = [], [], []
+
+    def counting_shape(*args, **kwargs):
+        shapes.append(1)
+        inside.append(1)
+        try:
+            return draw_shape(*args, **kwargs)
+        finally:
+            inside.pop()
+
+    def counting_crop(*args, **kwargs):
+        if inside:
+            crops_in_shapes.append(1)
+        return photo_crop(*args, **kwargs)
+
+    generator._shape, generator._photo_crop = counting_shape, counting_crop
+    for seed in range(4):
+        generator.clip(_rng(seed), 3)
+    assert len(shapes) >= 4  # a primary object per clip at least
+    assert len(crops_in_shapes) == (len(shapes) if probability == 1.0 else 0)

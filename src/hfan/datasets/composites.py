@@ -334,7 +334,7 @@ class CompositeGenerator:
     def _shape(self, rng: np.random.Generator, area: float, frame_area: float) -> tuple[np.ndarray, np.ndarray, float]:
         rgba = self.assets.shapes[rng.integers(len(self.assets.shapes))]
         rgb, alpha = rgba[..., :3], rgba[..., 3]
-        if rng.random() < 0.5:  # a photo texture inside the real outline
+        if rng.random() < self.config.texture_probability:  # a photo texture inside the real outline
             rgb = self._photo_crop(rng, *alpha.shape, margin=1.0)
         rgb = _colour_jitter(rng, np.ascontiguousarray(rgb))
         if rng.random() < 0.5:

@@ -22,7 +22,7 @@ class ConvModule(nn.Module):
     """mmcv's ConvModule as HFAN uses it: 1x1 conv, then BN (conv without bias) or not (conv with bias), ReLU.
 
     In eager fp32 CPU inference the three are one oneDNN call, the BN folded into the convolution
-    (hfan.models.onednn.conv_norm_relu): the same function, the output written once instead of three times."""
+    (hfan.models.onednn.conv_pointwise): the same function, the output written once instead of three times."""
 
     fused_kernels = True
 
@@ -33,7 +33,7 @@ class ConvModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if onednn.runs_fused(self, x):
-            return onednn.conv_norm_relu(self.conv, self.bn, x)
+            return onednn.conv_pointwise(self.conv, x, "relu", self.bn)
         x = self.conv(x)
         if self.bn is not None:
             x = self.bn(x)

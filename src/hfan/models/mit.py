@@ -125,10 +125,8 @@ class MixFFN(nn.Module):
 
     def _conv_gelu_onednn(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         batch, _, channels = x.shape
-        conv = self.dwconv.dwconv
-        x = torch.ops.mkldnn._convolution_pointwise(
-            x.transpose(1, 2).reshape(batch, channels, height, width), conv.weight, conv.bias, conv.padding,
-            conv.stride, conv.dilation, conv.groups, "gelu", [None], "none")
+        x = onednn.conv_pointwise(self.dwconv.dwconv, x.transpose(1, 2).reshape(batch, channels, height, width),
+                                  "gelu")
         return x.flatten(2).transpose(1, 2)
 
 

@@ -55,9 +55,14 @@ def fold_batch_norm(weight: torch.Tensor, bias: torch.Tensor | None,
     return weight * scale.reshape(-1, *([1] * (weight.dim() - 1))), folded_bias
 
 
-def conv_norm_relu(conv: nn.Conv2d, norm: nn.BatchNorm2d | None, x: torch.Tensor) -> torch.Tensor:
-    """relu(norm(conv(x))) (`norm` None: relu(conv(x))) as one oneDNN call, the norm folded into the convolution:
-    the output is written once instead of three times."""
+def conv_pointwise(conv: nn.Conv2d, x: torch.Tensor, activation: str,
+                   norm: nn.BatchNorm2d | None = None) -> torch.Tensor:
+    """activation(norm(conv(x))) (`norm` None: activation(conv(x))) as one oneDNN call, the norm folded into the
+    convolution: the output is written once instead of two or three times. `activation`: "relu", or "gelu"
+    (exact, erf: torch's default, as MiT's MixFFN uses)."""
+    if activation not in ("relu", "gelu"):
+        raise ValueError(f"activation must be relu or gelu, got {activation!r}")
     weight, bias = (conv.weight, conv.bias) if norm is None else fold_batch_norm(conv.weight, conv.bias, norm)
+    scalars, algorithm = ([None], "none") if activation == "gelu" else ([], "")
     return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, conv.padding, conv.stride, conv.dilation,
-                                                   conv.groups, "relu", [], "")
+                                                   conv.groups, activation, scalars, algorithm)
