@@ -150,6 +150,24 @@ def test_a_conv_module_runs_as_one_fused_call_in_cpu_inference_and_equals_the_or
         assert (module(x) - reference).abs().max().item() == 0 and calls == [1]
 
 
+def test_backbone_outputs_stay_channels_last_in_cpu_inference_and_equal_the_original():
+    """Eager CPU inference returns the stage outputs as channels-last views of the tokens (no copy); with autograd
+    or the fused kernels off they are the original's contiguous NCHW tensors, with the same values."""
+    torch.manual_seed(0)
+    backbone = build_model(get_preset("hfan-b0")).backbone.eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        fast = backbone(x)
+    original = backbone(x)  # autograd: the original's operators and layout
+    set_fused_kernels(backbone, False)
+    with torch.no_grad():
+        unfused = backbone(x)
+    for level, (f, o, u) in enumerate(zip(fast, original, unfused)):
+        assert f.is_contiguous(memory_format=torch.channels_last) and not f.is_contiguous(), level
+        assert o.is_contiguous() and u.is_contiguous(), level
+        assert (f - o).abs().max().item() <= 1e-5 and (f - u).abs().max().item() <= 1e-5, level
+
+
 def _fused_linear(kernels, layer, x, fused, residual):
     """onednn.linear spelled out against the oneDNN kernels themselves."""
     if not fused:

@@ -148,7 +148,14 @@ class Block(nn.Module):
 
 
 class MixVisionTransformer(nn.Module):
-    """Four stages; `forward` returns the four NCHW stage outputs at strides 4, 8, 16, 32."""
+    """Four stages; `forward` returns the four NCHW stage outputs at strides 4, 8, 16, 32.
+
+    In eager fp32 CPU inference (`onednn.runs_fused`) the outputs are the tokens' own memory, NCHW views with
+    channels-last strides, instead of the original's contiguous copies: oneDNN's convolutions and bilinear
+    resizing downstream read channels-last natively, so the copy and the layout changes after it are saved
+    (docs/speed.md). Elsewhere (training, export, compile, other devices) they are contiguous, as in the original."""
+
+    fused_kernels = True
 
     def __init__(self, settings: MiTSettings, in_chans: int = 3, drop_path_rate: float = 0.1):
         super().__init__()
@@ -186,12 +193,15 @@ class MixVisionTransformer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         outputs = []
+        channels_last = onednn.runs_fused(self, x)
         for stage in range(1, 5):
             x, height, width = getattr(self, f"patch_embed{stage}")(x)
             for block in getattr(self, f"block{stage}"):
                 x = block(x, height, width)
             x = getattr(self, f"norm{stage}")(x)
-            x = x.reshape(x.shape[0], height, width, -1).permute(0, 3, 1, 2).contiguous()
+            x = x.reshape(x.shape[0], height, width, -1).permute(0, 3, 1, 2)
+            if not channels_last:
+                x = x.contiguous()
             outputs.append(x)
         return outputs
 

@@ -2,7 +2,8 @@
 
 Every module that has them (MiT's Attention and MixFFN, the fusion modules' ConvModule) carries a class flag
 `fused_kernels` and takes them only in an eager fp32 CPU forward without autograd (`runs_fused`): training, other
-devices and dtypes, ONNX export, tracing and torch.compile see the original's operators. Both compute the same
+devices and dtypes, ONNX export, tracing and torch.compile see the original's operators. The same flag and rule keep
+MiT's stage outputs in the channels-last layout those kernels read (MixVisionTransformer). Both compute the same
 function up to float rounding (tests/models/test_models.py); benchmarks/model_speed.py compares them in one run
 (variant `unfolded` has them off): docs/speed.md.
 """
