@@ -10,13 +10,14 @@ Cases: one 512x512 window (frame + flow, logits out) and one DAVIS frame through
                   concatenation (HFANHead.concat_fuse), glibc's allocator at its defaults
   batched         up to 8 windows per forward (4 DAVIS frames = 12 windows: 8 + 4), concatenation, glibc defaults
   malloc          faithful + hfan.inference.malloc.tune_malloc
-  unfolded        batched + tune_malloc: the default with the decoder fold and the fused oneDNN kernels off (the
-                  commands' default before them; called malloc-batched in earlier runs)
+  unfolded        batched + tune_malloc: the default with the decoder fold, the fused oneDNN kernels and MiT's
+                  channels-last outputs off (the commands' default before them; called malloc-batched in earlier runs)
   default         what `hfan segment`, `hfan infer`, `Predictor(model)` and `segment_video` run on the CPU:
                   8 windows per forward, tune_malloc, the decoder fold (HFANHead.folded_fuse), MiT's fused oneDNN
                   kernels: Mix-FFN's depth-wise convolution and GELU as one call, linear layers with the bias and
                   the block's residual inside, the fusion modules' conv + BN + ReLU as one call (the `fused_kernels`
-                  flags, hfan.models.onednn.set_fused_kernels), the decode head's BN folded into the fold
+                  flags, hfan.models.onednn.set_fused_kernels), the decode head's BN folded into the fold, MiT's
+                  stage outputs as channels-last views of the tokens (no NCHW copy; the same flag)
   onnx            onnxruntime for the forward (CPU), windows batched, tune_malloc, the fold (exported in eval mode)
   compiled        (--compile) torch.compile: inductor + freezing on CPU (one window per forward), CUDA graphs on
                   CUDA (12 windows per forward), tune_malloc, the fold
